@@ -1,0 +1,1 @@
+"""clipsearch's browser UI (Streamlit); see issue 5."""

@@ -1,0 +1,79 @@
+"""The official ``clip`` package's entry points: ``available_models`` and ``load``."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from .build import build_model, describe
+from .checkpoints import read_checkpoint
+from .download import MODELS, available_models, download, known_sha256s
+from .model import CLIP
+from .preprocess import Preprocess
+
+__all__ = ["available_models", "load", "resolve_device", "resolve_dtype"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto" -> CUDA when available else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but CUDA is not available here")
+    return device
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """auto: fp16 on CUDA, fp32 on CPU; or fp32/fp16/bf16 as asked."""
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision not in table:
+        raise ValueError(f"precision must be one of auto, fp32, fp16, bf16; got {precision!r}")
+    if precision == "fp16" and device.type == "cpu":
+        warnings.warn(
+            "fp16 on CPU is slow and less accurate; bf16 or fp32 is recommended", stacklevel=3
+        )
+    return table[precision]
+
+
+def load(
+    name: str | os.PathLike,
+    device: str | torch.device | None = None,
+    jit: bool = False,
+    download_root: str | os.PathLike | None = None,
+    *,
+    precision: str = "auto",
+    trust_archive: bool = False,
+) -> tuple[CLIP, Preprocess]:
+    """Load a CLIP model and its preprocessing, as ``clip.load``.
+
+    ``name`` is one of ``available_models()`` (downloaded into ``download_root``, verified by
+    SHA256) or a path to a local checkpoint: an OpenAI TorchScript archive, a plain state dict,
+    an open_clip checkpoint or a Hugging Face CLIP directory. ``jit`` is accepted for API
+    compatibility; the eager model is always returned.
+    """
+    if jit:
+        warnings.warn("clipmodel has no TorchScript mode; returning the eager model", stacklevel=2)
+    if str(name) in MODELS:
+        path = download(str(name), download_root)
+        model_name = str(name)
+    elif Path(name).expanduser().exists():
+        path = Path(name).expanduser()
+        model_name = path.name
+    else:
+        raise RuntimeError(f"Model {name} not found; available models = {available_models()}")
+    ckpt = read_checkpoint(path, known_sha256s(), trust_archive=trust_archive)
+    model = build_model(ckpt.state_dict, **ckpt.overrides)
+    dev = resolve_device(device)
+    model = model.to(device=dev, dtype=resolve_dtype(precision, dev))
+    model.model_name = model_name
+    model.checkpoint_sha256 = ckpt.sha256
+    model.checkpoint_format = ckpt.format
+    model.checkpoint_path = str(path)
+    model.architecture = describe(model.config)
+    return model, Preprocess(model.image_resolution)

@@ -1,0 +1,108 @@
+"""Read CLIP weights from any supported checkpoint format into an OpenAI-style state dict.
+
+Formats: OpenAI TorchScript archives (only when their SHA256 is a published one, unless
+trusted explicitly), plain ``torch.save`` state dicts (``weights_only=True``), open_clip
+checkpoints of OpenAI-architecture models, and Hugging Face CLIP directories.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .build import CheckpointFormatError
+
+TRUST_ENV = "CLIPSEARCH_TRUST_TORCHSCRIPT"
+
+
+@dataclass
+class LoadedCheckpoint:
+    """An OpenAI-layout state dict plus what shapes alone cannot tell."""
+
+    state_dict: dict[str, torch.Tensor]
+    format: str
+    sha256: str
+    overrides: dict = field(default_factory=dict)
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """True for a TorchScript zip (it carries compiled code), False for a plain torch.save file."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove wrapper prefixes that training code adds (DDP's ``module.``, ``model.``, ``clip.``)."""
+    for prefix in ("module.", "model.", "clip."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def _unwrap(obj) -> dict[str, torch.Tensor]:
+    """Find the state dict inside a plain checkpoint (bare, or under state_dict/model keys)."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                return _unwrap(obj[key])
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise CheckpointFormatError(
+        "the file holds no state dict (expected a dict of tensors, or one under 'state_dict')"
+    )
+
+
+def read_plain(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """A plain ``torch.save`` checkpoint, loaded with ``weights_only=True``."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+        raise CheckpointFormatError(f"cannot read checkpoint {path}: {exc}") from exc
+    fmt = "open_clip" if isinstance(obj, dict) and "state_dict" in obj else "state_dict"
+    sd = _strip_prefixes(_unwrap(obj))
+    # open_clip registers the causal mask as a buffer in some versions; it is not a weight.
+    sd.pop("attn_mask", None)
+    return sd, fmt
+
+
+def read_torchscript(
+    path: Path, sha256: str, known: set[str], trust: bool
+) -> dict[str, torch.Tensor]:
+    """Parameters of an OpenAI TorchScript archive, refused when its hash is not a published one."""
+    if sha256 not in known and not (trust or os.environ.get(TRUST_ENV, "") in ("1", "true", "yes")):
+        raise CheckpointFormatError(
+            f"{path} is a TorchScript archive whose SHA256 {sha256} is not one of OpenAI's "
+            "published checkpoints. TorchScript archives contain code, so unknown ones are not "
+            f"loaded. If you trust it, pass trust_archive=True or set {TRUST_ENV}=1; or save its "
+            "state_dict with torch.save and load that instead."
+        )
+    archive = torch.jit.load(str(path), map_location="cpu")
+    return {k: v.detach().clone() for k, v in archive.state_dict().items()}
+
+
+def read_checkpoint(
+    path: str | Path, known_sha256s: set[str], trust_archive: bool = False
+) -> LoadedCheckpoint:
+    """Read weights from ``path`` (file or Hugging Face directory), detecting the format."""
+    from .download import sha256_file
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        from .convert import read_huggingface
+
+        return read_huggingface(path)
+    sha = sha256_file(path)
+    if is_torchscript_archive(path):
+        sd = read_torchscript(path, sha, known_sha256s, trust_archive)
+        return LoadedCheckpoint(sd, "torchscript", sha)
+    sd, fmt = read_plain(path)
+    return LoadedCheckpoint(sd, fmt, sha)

@@ -1,0 +1,131 @@
+"""Image preprocessing equal to OpenAI's torchvision pipeline, in PIL + numpy.
+
+Official pipeline: Resize(n, BICUBIC) -> CenterCrop(n) -> convert("RGB") -> ToTensor -> Normalize.
+Inputs may be PIL images, paths, bytes or HxWx3 numpy arrays; EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+# Modes PIL resizes with true bicubic filtering and that the official pipeline handles as is.
+_NATIVE_MODES = {"RGB", "RGBA", "L"}
+
+ImageInput = Image.Image | str | os.PathLike | bytes | np.ndarray
+
+
+def open_image(source: ImageInput, max_pixels: int | None = None) -> Image.Image:
+    """A PIL image from any supported input, EXIF-rotated; ``max_pixels`` caps decompression bombs."""
+    if isinstance(source, Image.Image):
+        img = source
+    elif isinstance(source, np.ndarray):
+        img = _from_array(source)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        img = Image.open(io.BytesIO(bytes(source)))
+    elif isinstance(source, (str, os.PathLike)):
+        img = Image.open(Path(source))
+    else:
+        raise TypeError(f"cannot read an image from {type(source).__name__}")
+    if max_pixels is not None and img.width * img.height > max_pixels:
+        raise ValueError(
+            f"image of {img.width}x{img.height} pixels exceeds the limit of {max_pixels} pixels"
+        )
+    if getattr(img, "is_animated", False):
+        img.seek(0)
+    if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation tag says the pixels are rotated
+        img = ImageOps.exif_transpose(img)
+    return img
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected an HxWx3 (or HxWx4) array, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.asarray(arr, dtype=np.float64)
+        if arr.max(initial=0.0) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(arr[:, :, :3]), "RGB")
+
+
+def to_supported_mode(img: Image.Image) -> Image.Image:
+    """Convert modes PIL cannot bicubic-resize well (P, CMYK, I;16, LA, ...) to RGB/RGBA first."""
+    if img.mode in _NATIVE_MODES:
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("P", "PA") and ("transparency" in img.info or img.mode == "PA"):
+        return img.convert("RGBA")
+    if img.mode in ("LA", "La", "RGBa"):
+        return img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def resize_short_side(img: Image.Image, size: int) -> Image.Image:
+    """Bicubic resize so the short side is ``size`` (torchvision's Resize(int) size rule)."""
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    if short == size:
+        return img
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+    return img.resize((new_w, new_h), Image.BICUBIC)
+
+
+def center_crop(img: Image.Image, size: int) -> Image.Image:
+    """Center crop to size x size (torchvision's rounding); pads with black if smaller."""
+    w, h = img.size
+    if w < size or h < size:
+        canvas = Image.new(img.mode, (max(w, size), max(h, size)))
+        canvas.paste(img, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
+        img, (w, h) = canvas, canvas.size
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB image -> normalised float32 CHW tensor (ToTensor + Normalize)."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    arr = (arr - np.asarray(MEAN, dtype=np.float32)) / np.asarray(STD, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+class Preprocess:
+    """Callable image -> model input tensor (3, n, n), equal to OpenAI's ``preprocess``."""
+
+    def __init__(self, n_px: int, max_pixels: int | None = None):
+        self.n_px = n_px
+        self.max_pixels = max_pixels
+
+    def __call__(self, image: ImageInput) -> torch.Tensor:
+        img = to_supported_mode(open_image(image, self.max_pixels))
+        img = center_crop(resize_short_side(img, self.n_px), self.n_px)
+        return to_tensor(img)
+
+    def __repr__(self) -> str:
+        return (
+            f"Preprocess(Resize({self.n_px}, bicubic), CenterCrop({self.n_px}), RGB, "
+            f"ToTensor, Normalize(mean={MEAN}, std={STD}))"
+        )
+
+
+def transform(n_px: int) -> Preprocess:
+    """The preprocessing for a model of input resolution ``n_px``."""
+    return Preprocess(n_px)

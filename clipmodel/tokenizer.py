@@ -1,0 +1,137 @@
+"""CLIP's byte-level BPE tokenizer: same vocabulary, cleaning and splitting as OpenAI's."""
+
+from __future__ import annotations
+
+import gzip
+import html
+from functools import lru_cache
+from pathlib import Path
+
+import ftfy
+import regex
+import torch
+
+VOCAB_PATH = Path(__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
+SOT, EOT = "<|startoftext|>", "<|endoftext|>"
+# Number of BPE merges used by CLIP (vocabulary 49,408 = 256 bytes x 2 + merges + 2 specials).
+_N_MERGES = 49152 - 256 - 2
+
+_SPLIT = regex.compile(
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    regex.IGNORECASE,
+)
+_WHITESPACE = regex.compile(r"\s+")
+
+
+def _byte_alphabet() -> dict[int, str]:
+    """Reversible byte -> printable unicode character map (avoids whitespace/control chars)."""
+    keep = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table = {b: chr(b) for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def clean(text: str) -> str:
+    """ftfy repair, double HTML unescape, whitespace collapse, lower case (as OpenAI's tokenizer)."""
+    text = ftfy.fix_text(text)
+    text = html.unescape(html.unescape(text)).strip()
+    return _WHITESPACE.sub(" ", text).strip().lower()
+
+
+class Tokenizer:
+    """Byte-pair encoder over CLIP's 49,408-token vocabulary."""
+
+    def __init__(self, vocab_path: str | Path = VOCAB_PATH):
+        self.byte_encoder = _byte_alphabet()
+        self.byte_decoder = {v: k for k, v in self.byte_encoder.items()}
+        with gzip.open(vocab_path, "rt", encoding="utf-8") as f:
+            lines = f.read().split("\n")[1 : _N_MERGES + 1]
+        merges = [tuple(line.split()) for line in lines]
+        symbols = list(self.byte_encoder.values())
+        vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [SOT, EOT]
+        self.encoder = {tok: i for i, tok in enumerate(vocab)}
+        self.decoder = {i: tok for tok, i in self.encoder.items()}
+        self.merge_rank = {m: i for i, m in enumerate(merges)}
+        self.sot_token = self.encoder[SOT]
+        self.eot_token = self.encoder[EOT]
+        self._bpe = lru_cache(maxsize=65536)(self._bpe_uncached)
+
+    def _bpe_uncached(self, word: str) -> tuple[str, ...]:
+        if word in (SOT, EOT):
+            return (word,)
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:
+            pairs = list(zip(parts, parts[1:]))
+            best = min(pairs, key=lambda pair: self.merge_rank.get(pair, _N_MERGES))
+            if best not in self.merge_rank:
+                break
+            first, second = best
+            # Merge every occurrence of this pair, left to right, as the reference does.
+            merged: list[str] = []
+            i = 0
+            while i < len(parts):
+                if i < len(parts) - 1 and parts[i] == first and parts[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(parts[i])
+                    i += 1
+            parts = merged
+        return tuple(parts)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without start/end tokens."""
+        ids: list[int] = []
+        for piece in _SPLIT.findall(clean(text)):
+            word = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
+            ids.extend(self.encoder[t] for t in self._bpe(word))
+        return ids
+
+    def decode(self, ids) -> str:
+        """Text of token ids (word boundaries become spaces)."""
+        text = "".join(self.decoder[int(i)] for i in ids)
+        data = bytearray(self.byte_decoder[c] for c in text)
+        return data.decode("utf-8", errors="replace").replace("</w>", " ")
+
+
+@lru_cache(maxsize=1)
+def get_tokenizer() -> Tokenizer:
+    """The shared tokenizer (built on first use, not at import)."""
+    return Tokenizer()
+
+
+def tokenize(
+    texts: str | list[str],
+    context_length: int = 77,
+    truncate: bool = False,
+    return_attention_mask: bool = False,
+):
+    """Token ids (N, context_length), zero-padded, as OpenAI's ``clip.tokenize``.
+
+    Text longer than the context raises ``RuntimeError`` (the official behaviour) unless
+    ``truncate``, which keeps the start and ends with the end-of-text token. With
+    ``return_attention_mask`` returns ``(tokens, mask)`` where mask is 1 on real tokens.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    tok = get_tokenizer()
+    result = torch.zeros(len(texts), context_length, dtype=torch.int)
+    mask = torch.zeros(len(texts), context_length, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = [tok.sot_token, *tok.encode(text), tok.eot_token]
+        if len(ids) > context_length:
+            if not truncate:
+                raise RuntimeError(f"Input {text} is too long for context length {context_length}")
+            ids = ids[:context_length]
+            ids[-1] = tok.eot_token
+        result[i, : len(ids)] = torch.tensor(ids, dtype=torch.int)
+        mask[i, : len(ids)] = 1
+    return (result, mask) if return_attention_mask else result

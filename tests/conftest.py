@@ -1,0 +1,58 @@
+"""Shared fixtures: paths to ../shared data and cached random checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CLIPSEARCH_SHARED", REPO.parent / "shared"))
+COCO = SHARED / "datasets" / "coco-mini"
+SAMPLES = REPO / "data" / "samples"
+
+
+def require(path: Path) -> Path:
+    """Skip (naming the file) when shared test data is absent; never pass silently."""
+    if not path.exists():
+        pytest.skip(f"test data not found: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def coco_images() -> list[Path]:
+    files = sorted(require(COCO / "val2017").glob("*.jpg")) + sorted(
+        require(COCO / "train2017").glob("*.jpg")
+    )
+    if len(files) < 200:
+        pytest.skip(f"expected >= 200 COCO photos under {COCO}, found {len(files)}")
+    return files
+
+
+@pytest.fixture(scope="session")
+def coco_captions() -> list[str]:
+    import json
+
+    data = json.loads(require(COCO / "annotations" / "captions_val2017.json").read_text())
+    return [a["caption"] for a in data["annotations"]]
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> list[Path]:
+    files = sorted(p for p in require(SAMPLES).iterdir() if p.suffix in (".jpg", ".png"))
+    assert files, f"no sample photos in {SAMPLES}"
+    return files
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(checkpoint_dir) -> Path:
+    """A small random ViT CLIP saved as a plain state dict (fast; real tokenizer vocabulary)."""
+    from .checkpoints import write_random_checkpoint
+
+    return write_random_checkpoint(checkpoint_dir / "tiny-vit.pt", "tiny-vit")

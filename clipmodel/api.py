@@ -49,13 +49,16 @@ def load(
     *,
     precision: str = "auto",
     trust_archive: bool = False,
+    activation: str | None = None,
 ) -> tuple[CLIP, Preprocess]:
     """Load a CLIP model and its preprocessing, as ``clip.load``.
 
     ``name`` is one of ``available_models()`` (downloaded into ``download_root``, verified by
     SHA256) or a path to a local checkpoint: an OpenAI TorchScript archive, a plain state dict,
     an open_clip checkpoint or a Hugging Face CLIP directory. ``jit`` is accepted for API
-    compatibility; the eager model is always returned.
+    compatibility; the eager model is always returned. ``activation`` ("quick_gelu" or
+    "gelu") overrides what the checkpoint implies: plain state dicts cannot tell, and
+    non-OpenAI open_clip weights (e.g. LAION's) were trained with exact GELU.
     """
     if jit:
         warnings.warn("clipmodel has no TorchScript mode; returning the eager model", stacklevel=2)
@@ -68,7 +71,10 @@ def load(
     else:
         raise RuntimeError(f"Model {name} not found; available models = {available_models()}")
     ckpt = read_checkpoint(path, known_sha256s(), trust_archive=trust_archive)
-    model = build_model(ckpt.state_dict, **ckpt.overrides)
+    overrides = dict(ckpt.overrides)
+    if activation is not None:
+        overrides["activation"] = activation
+    model = build_model(ckpt.state_dict, **overrides)
     dev = resolve_device(device)
     model = model.to(device=dev, dtype=resolve_dtype(precision, dev))
     model.model_name = model_name

@@ -60,12 +60,17 @@ def _unwrap(obj) -> dict[str, torch.Tensor]:
 
 
 def read_plain(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """A plain ``torch.save`` checkpoint, loaded with ``weights_only=True``."""
+    """A plain checkpoint: ``torch.save`` (loaded with ``weights_only=True``) or safetensors."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj, fmt = load_file(path), "safetensors"
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            fmt = "open_clip" if isinstance(obj, dict) and "state_dict" in obj else "state_dict"
+    except Exception as exc:  # re-raised with the file named
         raise CheckpointFormatError(f"cannot read checkpoint {path}: {exc}") from exc
-    fmt = "open_clip" if isinstance(obj, dict) and "state_dict" in obj else "state_dict"
     sd = _strip_prefixes(_unwrap(obj))
     # open_clip registers the causal mask as a buffer in some versions; it is not a weight.
     sd.pop("attn_mask", None)
@@ -87,15 +92,42 @@ def read_torchscript(
     return {k: v.detach().clone() for k, v in archive.state_dict().items()}
 
 
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def read_open_clip_dir(path: Path) -> LoadedCheckpoint:
+    """An open_clip hub folder: ``open_clip_config.json`` plus its weights file.
+
+    open_clip builds ``nn.GELU`` unless the model config sets ``quick_gelu``, so the config
+    decides the activation (OpenAI-trained weights carry ``quick_gelu: true``).
+    """
+    import json
+
+    from .download import sha256_file
+
+    weights = next((path / n for n in OPEN_CLIP_WEIGHTS if (path / n).exists()), None)
+    if weights is None:
+        raise CheckpointFormatError(
+            f"{path} has open_clip_config.json but none of {', '.join(OPEN_CLIP_WEIGHTS)}"
+        )
+    config = json.loads((path / "open_clip_config.json").read_text())
+    model_cfg = config.get("model_cfg", config)
+    sd, _ = read_plain(weights)
+    activation = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
+    return LoadedCheckpoint(sd, "open_clip", sha256_file(weights), {"activation": activation})
+
+
 def read_checkpoint(
     path: str | Path, known_sha256s: set[str], trust_archive: bool = False
 ) -> LoadedCheckpoint:
-    """Read weights from ``path`` (file or Hugging Face directory), detecting the format."""
+    """Read weights from ``path`` (a file, a Hugging Face or open_clip folder), detecting the format."""
     from .download import sha256_file
 
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir() and (path / "open_clip_config.json").exists():
+        return read_open_clip_dir(path)
     if path.is_dir():
         from .convert import read_huggingface
 

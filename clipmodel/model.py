@@ -76,14 +76,17 @@ class MultiheadSelfAttention(nn.Module):
         return self.out_proj(_merge_heads(out)), weights
 
 
+ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
+
+
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, activation: str = "quick_gelu"):
         super().__init__()
         self.attn = MultiheadSelfAttention(width, heads)
         self.ln_1 = LayerNorm(width)
         self.mlp = nn.Sequential()
         self.mlp.add_module("c_fc", nn.Linear(width, width * 4))
-        self.mlp.add_module("gelu", QuickGELU())
+        self.mlp.add_module("gelu", ACTIVATIONS[activation]())
         self.mlp.add_module("c_proj", nn.Linear(width * 4, width))
         self.ln_2 = LayerNorm(width)
 
@@ -99,11 +102,13 @@ class ResidualAttentionBlock(nn.Module):
 class Transformer(nn.Module):
     """A stack of pre-LN residual attention blocks over (batch, sequence, width) tensors."""
 
-    def __init__(self, width: int, layers: int, heads: int):
+    def __init__(self, width: int, layers: int, heads: int, activation: str = "quick_gelu"):
         super().__init__()
         self.width = width
         self.layers = layers
-        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
+        self.resblocks = nn.ModuleList(
+            ResidualAttentionBlock(width, heads, activation) for _ in range(layers)
+        )
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, last_weights: bool = False
@@ -257,6 +262,7 @@ class VisionTransformer(nn.Module):
         layers: int,
         heads: int,
         output_dim: int,
+        activation: str = "quick_gelu",
     ):
         super().__init__()
         self.input_resolution = input_resolution
@@ -268,7 +274,7 @@ class VisionTransformer(nn.Module):
         grid = input_resolution // patch_size
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid**2 + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, activation)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
@@ -311,6 +317,7 @@ class CLIPConfig:
     transformer_heads: int
     transformer_layers: int
     vision_heads: int | None = None
+    activation: str = "quick_gelu"  # OpenAI's; "gelu" for e.g. LAION open_clip models
 
     @property
     def is_vit(self) -> bool:
@@ -342,6 +349,7 @@ class CLIP(nn.Module):
                 config.vision_layers,
                 heads,
                 config.embed_dim,
+                config.activation,
             )
         else:
             heads = config.vision_heads or config.vision_width * 32 // 64
@@ -352,8 +360,15 @@ class CLIP(nn.Module):
                 config.image_resolution,
                 config.vision_width,
             )
+        if config.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {config.activation!r}"
+            )
         self.transformer = Transformer(
-            config.transformer_width, config.transformer_layers, config.transformer_heads
+            config.transformer_width,
+            config.transformer_layers,
+            config.transformer_heads,
+            config.activation,
         )
         self.vocab_size = config.vocab_size
         self.token_embedding = nn.Embedding(config.vocab_size, config.transformer_width)

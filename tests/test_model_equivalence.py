@@ -42,6 +42,10 @@ def check_equivalence(arch: str, tmp_path) -> tuple[float, float, float]:
         ours_logits, _ = model(images, tokens)
         ref_logits, _ = ref(images, tokens)
         e_log = rel_err(ours_logits, ref_logits)
+        # Negative control: the comparison sees a small change in one weight.
+        assert type(model).__module__ == "clipmodel.model"
+        model.ln_final.weight[0] += 0.5
+        assert rel_err(model.encode_text(tokens), ref.encode_text(tokens)) > 1e-4
     print(f"{arch}: image {e_img:.2e} text {e_txt:.2e} logits {e_log:.2e}")
     return e_img, e_txt, e_log
 

@@ -1,0 +1,1 @@
+"""clipsearch indexer: scanning, encoding, storage and search of the photo library."""

@@ -1,0 +1,592 @@
+"""FAISS store for L2-normalised embeddings keyed by int64 image id (inner product = cosine).
+
+Kinds:
+  * ``flat``    exact search (``IndexIDMap2(IndexFlatIP)``), 4*d bytes per vector.
+  * ``ivf``     ``IndexIVFFlat``; approximate, 4*d bytes per vector, faster on large libraries.
+  * ``ivf-sq8`` ``IndexIVFScalarQuantizer(QT_8bit)``; approximate, d bytes per vector.
+  * ``hnsw``    ``IDMap2(IndexHNSWFlat)``; fast approximate search, but removing or replacing
+    vectors rebuilds the graph (O(n)), so it suits libraries that rarely change.
+
+IVF kinds store ids natively (``add_with_ids``) with a hashtable direct map so vectors can
+be read back and removed by id. An IVF index from ``create`` is trained on its first
+``add`` batch; prefer ``build`` with the whole library so the quantiser sees all the data.
+
+Writes are not thread-safe; concurrent ``search`` calls on an unchanging index are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import faiss
+import numpy as np
+
+KINDS = ("flat", "ivf", "ivf-sq8", "hnsw")
+FLAT_MAX = 200_000  # above this, "auto" picks ivf-sq8: 1M x 512 float32 is 2 GB, SQ8 is 512 MB
+
+DEFAULT_HNSW_M = 32
+DEFAULT_EF_CONSTRUCTION = 40
+DEFAULT_EF_SEARCH = 128
+
+# File layout: MAGIC, u32 version, u32 header length, JSON header, FAISS index bytes,
+# then a trailer (u64 payload length, u32 CRC32 of header+payload, END_MAGIC).
+_MAGIC = b"CSVINDEX"
+_END_MAGIC = b"CSVIEND\x00"
+_VERSION = 1
+_PREFIX = struct.Struct("<8sII")
+_TRAILER = struct.Struct("<QI8s")
+_MAX_HEADER = 1 << 20
+_CHUNK = 1 << 24
+
+_UNIT_TOL = 1e-3  # |norm - 1| below this counts as already normalised
+
+
+def set_threads(n: int) -> None:
+    """Set the number of OpenMP threads FAISS uses (process-wide)."""
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, got {n}")
+    faiss.omp_set_num_threads(int(n))
+
+
+def choose_kind(n: int, configured: str = "auto") -> str:
+    """Index kind for a library of ``n`` vectors: ``configured`` unless it is "auto"."""
+    if configured != "auto":
+        _check_kind(configured)
+        return configured
+    return "flat" if n < FLAT_MAX else "ivf-sq8"
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Return a float32 C-contiguous copy with L2-normalised rows (zero rows stay zero)."""
+    x = np.array(vectors, dtype=np.float32, order="C", copy=True)
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D array of vectors, got shape {x.shape}")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, norms, out=x, where=norms > 0)
+    return x
+
+
+def default_nlist(n: int) -> int:
+    """IVF list count for ``n`` training vectors: ~4*sqrt(n), with >= 39 points per list."""
+    return int(max(1, min(4 * math.sqrt(n), n // 39, 65_536)))
+
+
+def default_nprobe(nlist: int) -> int:
+    """Lists probed per query: nlist/8 within [16, 256] (recall@20 >= 0.95 on clustered data)."""
+    return int(min(nlist, max(16, min(nlist // 8, 256))))
+
+
+@dataclass(frozen=True)
+class _Params:
+    nlist: int | None = None  # IVF; None = default_nlist(training size)
+    nprobe: int | None = None  # IVF; None = default_nprobe(nlist)
+    m: int = DEFAULT_HNSW_M
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION
+    ef_search: int = DEFAULT_EF_SEARCH
+
+    @classmethod
+    def from_kwargs(cls, params: dict[str, Any]) -> _Params:
+        unknown = set(params) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown index parameter(s): {sorted(unknown)}")
+        for name, value in params.items():
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ValueError(
+                    f"index parameter {name} must be a positive integer, got {value!r}"
+                )
+        return cls(**{k: (None if v is None else int(v)) for k, v in params.items()})
+
+
+class VectorIndex:
+    """Vectors keyed by non-negative int64 ids; scores are inner products of unit vectors."""
+
+    def __init__(self, dim: int, kind: str, params: _Params, index: faiss.Index | None) -> None:
+        """Internal: use ``create``, ``build`` or ``load``."""
+        self.dim = dim
+        self.kind = kind
+        self._params = params
+        self._index = index
+        self._ids = np.empty(0, dtype=np.int64)  # sorted mirror of the stored ids
+
+    # ----------------------------------------------------------------- construction
+
+    @classmethod
+    def create(cls, dim: int, kind: str = "flat", **params: Any) -> VectorIndex:
+        """An empty index. IVF kinds are trained on their first ``add`` batch.
+
+        Parameters: ``nlist``, ``nprobe`` (IVF), ``m``, ``ef_construction``, ``ef_search`` (HNSW).
+        """
+        if isinstance(dim, bool) or int(dim) != dim or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        kind = choose_kind(0, kind)
+        self = cls(int(dim), kind, _Params.from_kwargs(params), None)
+        if kind in ("flat", "hnsw"):
+            self._index = self._new_idmap()
+        return self
+
+    @classmethod
+    def build(
+        cls, ids: np.ndarray, vectors: np.ndarray, kind: str = "auto", **params: Any
+    ) -> VectorIndex:
+        """An index holding ``vectors`` under ``ids``; IVF quantisers are trained on them."""
+        x = _as_matrix(vectors)
+        self = cls.create(x.shape[1], choose_kind(len(x), kind), **params)
+        self.add(ids, x)
+        return self
+
+    def _new_idmap(self) -> faiss.Index:
+        if self.kind == "flat":
+            inner = faiss.IndexFlatIP(self.dim)
+        else:
+            inner = faiss.IndexHNSWFlat(self.dim, self._params.m, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = self._params.ef_construction
+            inner.hnsw.efSearch = self._params.ef_search
+        return faiss.IndexIDMap2(inner)
+
+    def _train_ivf(self, x: np.ndarray) -> None:
+        nlist = self._params.nlist or default_nlist(len(x))
+        if len(x) < nlist:
+            raise ValueError(f"training an IVF index with nlist={nlist} needs >= {nlist} vectors")
+        quantizer = faiss.IndexFlatIP(self.dim)
+        if self.kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer,
+                self.dim,
+                nlist,
+                faiss.ScalarQuantizer.QT_8bit,
+                faiss.METRIC_INNER_PRODUCT,
+            )
+        index.train(x)
+        index.nprobe = self._nprobe(nlist)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct/remove by id
+        self._params = replace(self._params, nlist=nlist)
+        self._index = index
+
+    # ----------------------------------------------------------------- mutation
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Store ``vectors`` (normalised on the way in) under ``ids``, replacing existing ids."""
+        x = _prepare(vectors, self.dim)
+        keys = _as_ids(ids, unique=True)
+        if len(keys) != len(x):
+            raise ValueError(f"{len(keys)} ids for {len(x)} vectors")
+        if len(keys) == 0:
+            return
+        existing = keys[self.contains(keys)]
+        if self.kind == "hnsw" and existing.size:
+            self._rebuild_hnsw(existing, keys, x)
+            return
+        if existing.size:
+            self.remove(existing)
+        if self._index is None:
+            self._train_ivf(x)
+        self._index.add_with_ids(x, keys)
+        self._ids = _merge_sorted(self._ids, np.sort(keys))
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ``ids`` (unknown ids are ignored); returns how many were removed."""
+        keys = np.unique(_as_ids(ids, unique=False))
+        present = keys[self.contains(keys)]
+        if present.size == 0:
+            return 0
+        if self.kind == "hnsw":
+            self._rebuild_hnsw(present)  # also refreshes self._ids
+            return int(present.size)
+        if self.kind == "flat":
+            self._index.remove_ids(present)
+        else:
+            # The hashtable direct map only accepts IDSelectorArray (O(len(ids)), no scan).
+            removed = self._index.remove_ids(
+                faiss.IDSelectorArray(len(present), faiss.swig_ptr(present))
+            )
+            if removed != present.size:
+                raise RuntimeError(f"FAISS removed {removed} of {present.size} ids")
+        self._ids = np.delete(self._ids, np.searchsorted(self._ids, present))
+        return int(present.size)
+
+    def _rebuild_hnsw(
+        self, drop: np.ndarray, new_ids: np.ndarray | None = None, new_x: np.ndarray | None = None
+    ) -> None:
+        """HNSW cannot delete: rebuild the graph from the kept vectors (plus any new ones)."""
+        old = self._index
+        old_ids = faiss.vector_to_array(old.id_map)
+        keep = ~np.isin(old_ids, drop)
+        kept_ids = old_ids[keep]
+        kept_x = faiss.downcast_index(old.index).reconstruct_batch(np.flatnonzero(keep))
+        if new_ids is not None:
+            kept_ids = np.concatenate([kept_ids, new_ids])
+            kept_x = np.concatenate([kept_x, new_x])
+        index = self._new_idmap()
+        if len(kept_ids):
+            index.add_with_ids(kept_x, kept_ids)
+        self._index = index
+        self._ids = np.sort(kept_ids)
+
+    # ----------------------------------------------------------------- inspection
+
+    def __len__(self) -> int:
+        return int(self._ids.size)
+
+    def __repr__(self) -> str:
+        return f"VectorIndex(kind={self.kind!r}, dim={self.dim}, n={len(self)})"
+
+    def ids(self) -> np.ndarray:
+        """All stored ids, int64, sorted ascending (a copy)."""
+        return self._ids.copy()
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of ``ids`` are stored."""
+        keys = _as_ids(ids, unique=False)
+        if self._ids.size == 0 or keys.size == 0:
+            return np.zeros(keys.size, dtype=bool)
+        pos = np.minimum(np.searchsorted(self._ids, keys), self._ids.size - 1)
+        return self._ids[pos] == keys
+
+    def get_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors for ``ids`` (float32, (n, dim)); ivf-sq8 returns the decoded 8-bit
+        approximation. Raises KeyError for ids not in the index."""
+        keys = _as_ids(ids, unique=False)
+        missing = keys[~self.contains(keys)]
+        if missing.size:
+            raise KeyError(f"ids not in index: {missing[:10].tolist()}")
+        if keys.size == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return self._index.reconstruct_batch(keys)
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """Up to ``n`` stored vectors chosen at random, e.g. to estimate a query's score
+        distribution over the library (``ranking.adaptive_cutoff``'s ``library_scores``)."""
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(self._ids, size=min(n, len(self)), replace=False)
+        return self.get_vectors(chosen)
+
+    # ----------------------------------------------------------------- search
+
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Set the IVF ``nprobe`` / HNSW ``ef_search`` used by ``search`` (saved with the index).
+
+        A parameter that does not apply to this kind is stored but has no effect.
+        """
+        changes = {k: v for k, v in (("nprobe", nprobe), ("ef_search", ef_search)) if v is not None}
+        _Params.from_kwargs(changes)  # validation
+        self._params = replace(self._params, **{k: int(v) for k, v in changes.items()})
+
+    def _nprobe(self, nlist: int) -> int:
+        return min(nlist, self._params.nprobe or default_nprobe(nlist))
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` ids by cosine for each query row (a 1-D query counts as one row).
+
+        Returns ``(scores float32 (q, k), ids int64 (q, k))``, best first; missing results
+        (fewer than k stored/allowed vectors) are padded with score -inf and id -1.
+        ``allowed_ids`` restricts the results to those ids via a FAISS ID selector; the
+        IVF ``nprobe`` / HNSW ``ef_search`` are scaled up by 1/(allowed fraction) so a
+        narrow filter still finds its matches, and HNSW switches to an exact scan of the
+        allowed vectors when that is cheaper (len(allowed)^2 <= m * ef_search * n).
+        An empty ``allowed_ids`` gives all-padding results.
+        """
+        q = _prepare(np.atleast_2d(queries), self.dim)
+        if isinstance(k, bool) or int(k) != k or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        labels = np.full((len(q), k), -1, dtype=np.int64)
+        n = len(self)
+        if n == 0 or len(q) == 0:
+            return scores, labels
+
+        selector = None
+        fraction = 1.0
+        if allowed_ids is not None:
+            allowed = np.unique(_as_ids(allowed_ids, unique=False))
+            allowed = allowed[self.contains(allowed)]
+            if allowed.size == 0:
+                return scores, labels
+            if allowed.size < n:
+                fraction = allowed.size / n
+                if self.kind == "hnsw" and allowed.size**2 <= self._hnsw_exact_limit(n):
+                    return self._exact_subset(q, k, allowed, scores, labels)
+                selector = faiss.IDSelectorBatch(allowed.size, faiss.swig_ptr(allowed))
+            n = int(allowed.size)
+
+        kk = min(k, n)
+        params = self._search_parameters(selector, fraction)
+        d, i = self._index.search(q, kk, params=params)
+        scores[:, :kk] = d
+        labels[:, :kk] = i
+        scores[labels < 0] = -np.inf
+        return scores, labels
+
+    def _search_parameters(
+        self, selector: faiss.IDSelector | None, fraction: float
+    ) -> faiss.SearchParameters:
+        # The caller keeps `selector` alive: SearchParameters only holds a raw pointer to it.
+        if self.kind in ("ivf", "ivf-sq8"):
+            nlist = self._index.nlist
+            nprobe = min(nlist, math.ceil(self._nprobe(nlist) / fraction))
+            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+        if self.kind == "hnsw":
+            ef = min(len(self), math.ceil(self._params.ef_search / fraction))
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(ef, 1))
+        return faiss.SearchParameters(sel=selector)
+
+    def _hnsw_exact_limit(self, n: int) -> int:
+        # A filtered HNSW search visits ~ef/fraction nodes with ~m distances each; scanning
+        # the allowed vectors directly costs len(allowed). Equal when len(allowed)^2 = this.
+        return self._params.m * self._params.ef_search * n
+
+    def _exact_subset(
+        self, q: np.ndarray, k: int, allowed: np.ndarray, scores: np.ndarray, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Brute-force top-k over the (few) allowed vectors."""
+        sims = q @ self._index.reconstruct_batch(allowed).T
+        kk = min(k, allowed.size)
+        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        top_scores = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        scores[:, :kk] = np.take_along_axis(top_scores, order, axis=1)
+        labels[:, :kk] = allowed[np.take_along_axis(top, order, axis=1)]
+        return scores, labels
+
+    # ----------------------------------------------------------------- persistence
+
+    def save(self, path: str | Path, generation: int) -> None:
+        """Atomically write the index and ``generation`` to ``path``.
+
+        Writes a temporary file in the same directory, fsyncs it, renames it over ``path``
+        and fsyncs the directory, so readers see either the old or the new file.
+        """
+        if isinstance(generation, bool) or int(generation) != generation:
+            raise ValueError(f"generation must be an integer, got {generation!r}")
+        path = Path(path)
+        header = json.dumps(
+            {
+                "dim": self.dim,
+                "kind": self.kind,
+                "generation": int(generation),
+                "count": len(self),
+                "params": asdict(self._params),
+            },
+            sort_keys=True,
+        ).encode()
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_PREFIX.pack(_MAGIC, _VERSION, len(header)))
+                f.write(header)
+                crc = zlib.crc32(header)
+                length = 0
+                if self._index is not None:
+                    sink = _ChecksumWriter(f, crc)
+                    writer = faiss.PyCallbackIOWriter(sink.write)
+                    faiss.write_index(self._index, writer)
+                    del writer
+                    crc, length = sink.crc, sink.length
+                f.write(_TRAILER.pack(length, crc, _END_MAGIC))
+                f.flush()
+                os.fchmod(f.fileno(), mode)
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[VectorIndex, int]:
+        """Read an index written by ``save``; returns ``(index, generation)``.
+
+        Raises FileNotFoundError if ``path`` is missing and ValueError naming the file if
+        it is truncated, corrupt (checksum) or not an index file.
+        """
+        path = Path(path)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            header, payload_start, payload_len = _read_envelope(f, size, path)
+            try:
+                meta = json.loads(header)
+                dim, kind = int(meta["dim"]), str(meta["kind"])
+                generation, count = int(meta["generation"]), int(meta["count"])
+                params = _Params.from_kwargs(meta["params"])
+                _check_kind(kind)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}: bad index header: {exc}") from exc
+            self = cls(dim, kind, params, None)
+            if payload_len:
+                f.seek(payload_start)
+                try:
+                    self._index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+                except RuntimeError as exc:
+                    raise ValueError(f"{path}: cannot read FAISS index: {exc}") from exc
+        self._ids = self._stored_ids(path)
+        if self._ids.size != count:
+            raise ValueError(f"{path}: header says {count} vectors, index holds {self._ids.size}")
+        return self, generation
+
+    def _stored_ids(self, path: Path) -> np.ndarray:
+        """Ids read back from the FAISS index, after checking it matches ``kind``/``dim``."""
+        index = self._index
+        if index is None:
+            if self.kind in ("flat", "hnsw"):
+                raise ValueError(f"{path}: {self.kind} index has no FAISS payload")
+            return np.empty(0, dtype=np.int64)
+        expected = {
+            "flat": (faiss.IndexIDMap2, faiss.IndexFlatIP),
+            "hnsw": (faiss.IndexIDMap2, faiss.IndexHNSWFlat),
+            "ivf": (faiss.IndexIVFFlat, None),
+            "ivf-sq8": (faiss.IndexIVFScalarQuantizer, None),
+        }[self.kind]
+        inner = faiss.downcast_index(index.index) if expected[1] else None
+        if (
+            not isinstance(index, expected[0])
+            or (expected[1] and not isinstance(inner, expected[1]))
+            or index.d != self.dim
+            or index.metric_type != faiss.METRIC_INNER_PRODUCT
+        ):
+            raise ValueError(f"{path}: FAISS index does not match kind={self.kind} dim={self.dim}")
+        if self.kind in ("flat", "hnsw"):
+            ids = faiss.vector_to_array(index.id_map)
+        else:
+            ids = _ivf_ids(index)
+        ids = np.sort(ids.astype(np.int64, copy=False))
+        if ids.size and (ids[0] < 0 or np.any(ids[1:] == ids[:-1])):
+            raise ValueError(f"{path}: index holds negative or duplicate ids")
+        return ids
+
+
+# --------------------------------------------------------------------- helpers
+
+
+class _ChecksumWriter:
+    """File sink for faiss.PyCallbackIOWriter that tracks CRC32 and length."""
+
+    def __init__(self, f: BinaryIO, crc: int) -> None:
+        self._f = f
+        self.crc = crc
+        self.length = 0
+
+    def write(self, data: bytes) -> int:
+        self._f.write(data)
+        self.crc = zlib.crc32(data, self.crc)
+        self.length += len(data)
+        return len(data)
+
+
+def _read_envelope(f: BinaryIO, size: int, path: Path) -> tuple[bytes, int, int]:
+    """Validate prefix, trailer and checksum; return (header, payload offset, payload length)."""
+    if size < _PREFIX.size + _TRAILER.size:
+        raise ValueError(f"{path}: not a clipsearch vector index (file too short: {size} bytes)")
+    magic, version, header_len = _PREFIX.unpack(f.read(_PREFIX.size))
+    if magic != _MAGIC:
+        raise ValueError(f"{path}: not a clipsearch vector index (bad magic)")
+    if version != _VERSION:
+        raise ValueError(f"{path}: unsupported index format version {version}")
+    if header_len > _MAX_HEADER or _PREFIX.size + header_len + _TRAILER.size > size:
+        raise ValueError(f"{path}: truncated or corrupt index file")
+    f.seek(size - _TRAILER.size)
+    payload_len, crc, end = _TRAILER.unpack(f.read(_TRAILER.size))
+    payload_start = _PREFIX.size + header_len
+    if end != _END_MAGIC or payload_start + payload_len + _TRAILER.size != size:
+        raise ValueError(f"{path}: truncated or corrupt index file")
+    f.seek(_PREFIX.size)
+    actual = 0
+    remaining = header_len + payload_len
+    header = b""
+    while remaining:
+        chunk = f.read(min(_CHUNK, remaining))
+        if not chunk:
+            raise ValueError(f"{path}: truncated index file")
+        if not header:
+            header = chunk[:header_len]
+        actual = zlib.crc32(chunk, actual)
+        remaining -= len(chunk)
+    if actual != crc:
+        raise ValueError(f"{path}: index file checksum mismatch (corrupt)")
+    return header, payload_start, payload_len
+
+
+def _ivf_ids(index: faiss.IndexIVF) -> np.ndarray:
+    """All ids stored in an IVF index's inverted lists (one call per list, not per vector)."""
+    invlists = index.invlists
+    parts = [np.empty(0, dtype=np.int64)]
+    for lst in range(index.nlist):
+        size = invlists.list_size(lst)
+        if size:
+            ptr = invlists.get_ids(lst)
+            parts.append(faiss.rev_swig_ptr(ptr, size).copy())
+            invlists.release_ids(lst, ptr)
+    return np.concatenate(parts)
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name != "posix":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; expected 'auto' or one of {KINDS}")
+
+
+def _as_matrix(vectors: np.ndarray) -> np.ndarray:
+    x = np.asarray(vectors)
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise ValueError(f"expected a 2-D array of vectors, got shape {x.shape}")
+    return x
+
+
+def _prepare(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """float32 C-contiguous unit rows; avoids copying input that already is."""
+    x = _as_matrix(vectors)
+    if x.shape[1] != dim:
+        raise ValueError(f"vectors have dimension {x.shape[1]}, index has {dim}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"vectors must be floating point, got {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    sq = np.einsum("ij,ij->i", x, x)
+    if not np.all(np.isfinite(sq)):
+        raise ValueError("vectors contain NaN or infinite values")
+    if np.any(sq == 0):
+        raise ValueError("vectors contain all-zero rows")
+    if np.any(np.abs(sq - 1) > _UNIT_TOL):
+        x = x / np.sqrt(sq)[:, None]
+    return x
+
+
+def _as_ids(ids: np.ndarray, *, unique: bool) -> np.ndarray:
+    a = np.asarray(ids)
+    if a.ndim != 1:
+        raise ValueError(f"ids must be 1-D, got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"ids must be integers, got {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if a.size and a.min() < 0:
+        raise ValueError("ids must be >= 0 (-1 marks missing results)")
+    if unique and np.unique(a).size != a.size:
+        raise ValueError("duplicate ids in one call")
+    return a
+
+
+def _merge_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Merge two sorted disjoint id arrays in O(len(a) + len(b) log len(a))."""
+    if a.size == 0:
+        return b.copy()
+    return np.insert(a, np.searchsorted(a, b), b)

@@ -13,6 +13,7 @@ demo: venv
 	@scripts/demo.sh
 
 test: venv
+	@scripts/test-deps.sh
 	$(PY) -m ruff check clipmodel indexer app tests bench
 	$(PY) -m pytest -q -p no:cacheprovider
 

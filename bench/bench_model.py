@@ -1,0 +1,104 @@
+"""Model-level benchmark: image throughput, text latency and fast-path fidelity per precision.
+
+    .venv/bin/python -m bench.bench_model                       # random ViT-B/32 checkpoint
+    .venv/bin/python -m bench.bench_model --weights ViT-B-32.pt # your real checkpoint
+
+Reports medians (and ratios to fp32) from one run; the fidelity columns compare each
+precision's L2-normalised embeddings of real photos and captions with the fp32 path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import clipmodel as clip
+
+REPO = Path(__file__).resolve().parent.parent
+PHOTOS = REPO.parent / "shared" / "datasets" / "coco-mini" / "val2017"
+QUERIES = ["kids on a beach at sunset", "a dog", "a red car parked next to a river at night"]
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def random_checkpoint(arch: str) -> Path:
+    from tests.checkpoints import write_random_checkpoint
+
+    return write_random_checkpoint(Path(tempfile.mkdtemp()) / "model.pt", arch, seed=1)
+
+
+@torch.inference_mode()
+def run(weights: Path, precisions: list[str], batch: int, threads: int, repeats: int) -> list[dict]:
+    torch.set_num_threads(threads)
+    photos = sorted(PHOTOS.glob("*.jpg"))[:batch]
+    rows, reference = [], None
+    for precision in precisions:
+        model, preprocess = clip.load(weights, device="cpu", precision=precision)
+        images = torch.stack([preprocess(p) for p in photos]) if photos else None
+        if images is None or len(images) < batch:
+            images = torch.randn(batch, 3, model.image_resolution, model.image_resolution)
+        img_s = median_time(lambda m=model, x=images: m.encode_image(x), repeats)
+        tokens = clip.tokenize(QUERIES[:1])
+        txt_s = median_time(lambda m=model, t=tokens: m.encode_text(t), repeats * 5)
+        emb_i = F.normalize(model.encode_image(images).float(), dim=-1)
+        emb_t = F.normalize(model.encode_text(clip.tokenize(QUERIES)).float(), dim=-1)
+        if reference is None:
+            reference = (emb_i, emb_t)
+        cos_i = (emb_i * reference[0]).sum(-1)
+        cos_t = (emb_t * reference[1]).sum(-1)
+        rows.append(
+            {
+                "precision": precision,
+                "images_per_s": len(images) / img_s,
+                "text_ms": txt_s * 1000,
+                "image_cos_min": cos_i.min().item(),
+                "text_cos_min": cos_t.min().item(),
+            }
+        )
+    base = rows[0]
+    for r in rows:
+        r["speedup"] = r["images_per_s"] / base["images_per_s"]
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--weights", help="checkpoint path (default: a random ViT-B/32)")
+    ap.add_argument("--arch", default="ViT-B/32", help="architecture of the random checkpoint")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", help="write the rows to this file")
+    args = ap.parse_args()
+    weights = Path(args.weights) if args.weights else random_checkpoint(args.arch)
+    rows = run(weights, args.precisions.split(","), args.batch, args.threads, args.repeats)
+    print(f"checkpoint: {weights}  batch {args.batch}  threads {args.threads}")
+    print("| precision | images/s | x fp32 | text query ms | image cos min | text cos min |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['precision']} | {r['images_per_s']:.1f} | {r['speedup']:.2f} | "
+            f"{r['text_ms']:.1f} | {r['image_cos_min']:.5f} | {r['text_cos_min']:.5f} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Per-process resources of the app: the config, the Library, the model (loaded once), images.
+
+Streamlit reruns the page script on every interaction; ``st.cache_resource`` keeps one Library
+and one model per process, shared by all browser sessions. Failures are not cached, so a page
+reload retries (e.g. after ``clipsearch index`` created the index).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+from PIL import Image, ImageOps
+
+from indexer.config import Config, load_config
+from indexer.encoder import ClipEncoder, thread_plan
+from indexer.images import decode, read_file
+from indexer.library import Library
+
+DETAIL_MAX_SIDE = 1600  # the detail view shows the photo scaled down to this
+
+
+def config_path_from_argv(argv: list[str] | None = None) -> str | None:
+    """``--config FILE`` / ``--config=FILE`` from the script's arguments (None: not given)."""
+    argv = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def get_config() -> Config:
+    """The configuration: ``--config`` after ``--`` on the streamlit command line, else the
+    usual lookup ($CLIPSEARCH_CONFIG, ./config.yaml, defaults). Raises ConfigError."""
+    return load_config(config_path_from_argv())
+
+
+def _config_key(cfg: Config) -> tuple:
+    src = cfg.source
+    try:
+        mtime = os.stat(src).st_mtime_ns if src is not None else 0
+    except OSError:
+        mtime = 0
+    return (os.fspath(src) if src else os.getcwd(), mtime, os.environ.get("CLIPSEARCH_WEIGHTS"))
+
+
+def _model_key(cfg: Config) -> tuple:
+    w = cfg.weights_path
+    try:
+        wstat = os.stat(w).st_mtime_ns if w is not None else 0
+    except OSError:
+        wstat = -1
+    return (cfg.model.name, os.fspath(w) if w else None, wstat, cfg.model.device,
+            cfg.model.precision, os.fspath(cfg.cache_dir) if cfg.cache_dir else None)  # fmt: skip
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load_encoder(key: tuple, _cfg: Config) -> ClipEncoder:
+    return ClipEncoder.from_config(_cfg, thread_plan(_cfg)[0])
+
+
+def get_encoder(cfg: Config) -> ClipEncoder:
+    """The configured model, loaded once per process. Raises EncoderUnavailableError."""
+    return _load_encoder(_model_key(cfg), cfg)
+
+
+class LazyEncoder:
+    """The Encoder protocol over :func:`get_encoder`: the model loads on first use, once."""
+
+    def __init__(self, cfg: Config):
+        self._cfg = cfg
+
+    @property
+    def _enc(self) -> ClipEncoder:
+        return get_encoder(self._cfg)
+
+    @property
+    def identity(self):  # noqa: ANN201 - ModelIdentity
+        return self._enc.identity
+
+    @property
+    def image_resolution(self) -> int:
+        return self._enc.image_resolution
+
+    def preprocess(self, image: Any) -> Any:
+        return self._enc.preprocess(image)
+
+    def encode_images(self, batch: list[Any]) -> Any:
+        return self._enc.encode_images(batch)
+
+    def encode_texts(self, texts: list[str]) -> Any:
+        return self._enc.encode_texts(texts)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _open_library(key: tuple, _cfg: Config) -> Library:
+    return Library.open(_cfg, encoder=LazyEncoder(_cfg))  # type: ignore[arg-type]
+
+
+def get_library(cfg: Config) -> Library:
+    """The read-only Library (one per process). Raises IndexMissingError before indexing."""
+    return _open_library(_config_key(cfg), cfg)
+
+
+@st.cache_resource(show_spinner=False)
+def library_lock() -> threading.RLock:
+    """Serialises use of the shared Library (its FAISS index refreshes in place)."""
+    return threading.RLock()
+
+
+@st.cache_data(show_spinner=False, max_entries=5000)
+def square_thumbnail(path: str, mtime_ns: int, size: int = 256) -> bytes:
+    """A centre-cropped square JPEG of a thumbnail file, for an even results grid."""
+    with Image.open(path) as img:
+        square = ImageOps.fit(img.convert("RGB"), (size, size), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    square.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def display_image(path: str, mtime_ns: int, size: int, max_pixels: int) -> bytes:
+    """The photo at ``path`` (already validated), upright and scaled down, as JPEG bytes.
+
+    Raises indexer.images.BadImage with the reason when it cannot be read or decoded.
+    """
+    data = read_file(path)
+    img = decode(data, max_pixels=max_pixels).image
+    img.thumbnail((DETAIL_MAX_SIDE, DETAIL_MAX_SIDE), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def file_stamp(path: str | Path) -> tuple[int, int]:
+    """(mtime_ns, size) of a file, for cache keys; (0, 0) when it cannot be stat'ed."""
+    try:
+        st_ = os.stat(path)
+    except OSError:
+        return (0, 0)
+    return (st_.st_mtime_ns, st_.st_size)

@@ -1,0 +1,42 @@
+"""Button callbacks shared by the views (they run before the page script reruns)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+
+def _bump_upload() -> None:
+    st.session_state.upload_gen = st.session_state.get("upload_gen", 0) + 1
+
+
+def clear_example() -> None:
+    """Forget the example photo (uploaded or "more like this")."""
+    st.session_state.like_id = None
+    _bump_upload()
+    st.session_state.page = 1
+
+
+def more_like(image_id: int) -> None:
+    """Search by an indexed photo instead of the text."""
+    st.session_state.like_id = int(image_id)
+    st.session_state.detail_id = None
+    st.session_state.q = ""
+    st.session_state.without = ""
+    st.session_state.view = "Search"
+    _bump_upload()
+    st.session_state.page = 1
+    st.query_params.pop("id", None)
+
+
+def open_detail(image_id: int) -> None:
+    st.session_state.detail_id = int(image_id)
+    st.query_params["id"] = str(int(image_id))
+
+
+def close_detail() -> None:
+    st.session_state.detail_id = None
+    st.query_params.pop("id", None)
+
+
+def reset_page() -> None:
+    st.session_state.page = 1

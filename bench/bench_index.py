@@ -1,0 +1,132 @@
+"""Indexing throughput, end to end: `clipsearch index` vs the seed recipe, same files and weights.
+
+    .venv/bin/python -m bench.bench_index                  # random ViT-B/32, 12 MP + web-size
+    .venv/bin/python -m bench.bench_index --weights ViT-B-32.pt --large 200
+
+For each dataset (12 MP JPEGs made by upscaling coco-mini, and coco-mini as is) it builds a
+fresh index with each configuration variant through the real CLI (a subprocess, as a user
+runs it), runs the seed recipe on the same files, and reports images/s, the ratio to the seed
+recipe, and the fidelity of the stored vectors (cosine to the seed recipe's fp32 embeddings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .datasets import coco_photos, make_large_jpegs
+from .seed_recipe import seed_recipe
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".bench"
+VARIANTS = {
+    # name -> config overrides (model.* and index.*)
+    "exact fp32": {"model": {"precision": "fp32"}, "index": {"jpeg_draft": False}},
+    "default": {},
+}
+
+
+def write_config(work: Path, root: Path, weights: Path, overrides: dict) -> Path:
+    cfg = {
+        "model": {"weights": str(weights)},
+        "library": {"roots": [str(root)]},
+        "index": {"dir": str(work / "index")},
+    }
+    for section, values in overrides.items():
+        cfg.setdefault(section, {}).update(values)
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_index(config: Path) -> dict:
+    cli = Path(sys.executable).with_name("clipsearch")
+    cmd = [str(cli), "--config", str(config), "index", "--json", "--no-progress"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+    if out.returncode != 0:
+        raise SystemExit(f"clipsearch index failed: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+def stored_vectors(config: Path, paths: list[Path]) -> np.ndarray:
+    """Vectors of ``paths`` from the index just built, in the same order."""
+    from indexer import Library, load_config
+
+    with Library.open(load_config(config)) as lib:
+        vecs = []
+        for p in paths:
+            record = lib.store.record_by_path(p)
+            vecs.append(lib.store.vectors([record.id])[1][0])
+    return np.stack(vecs)
+
+
+def bench_dataset(name: str, files: list[Path], weights: Path, seed_n: int) -> list[dict]:
+    root = files[0].parent
+    seed_files = files[:seed_n]
+    seed_s, seed_vecs = seed_recipe(weights, seed_files)
+    seed_rate = len(seed_files) / seed_s
+    rows = [{"dataset": name, "variant": "seed recipe", "images": len(seed_files),
+             "images_per_s": seed_rate, "ratio": 1.0, "cos_min": 1.0, "cos_median": 1.0}]  # fmt: skip
+    for variant, overrides in VARIANTS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            config = write_config(Path(tmp), root, weights, overrides)
+            report = run_index(config)
+            ours = stored_vectors(config, seed_files)
+        cos = (ours * seed_vecs.numpy()).sum(axis=1)
+        rate = report["encoded"] / report["seconds"]
+        rows.append({"dataset": name, "variant": variant, "images": report["encoded"],
+                     "images_per_s": rate, "ratio": rate / seed_rate,
+                     "cos_min": float(cos.min()), "cos_median": float(statistics.median(cos))})  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--weights", help="checkpoint (default: a random ViT-B/32)")
+    ap.add_argument("--large", type=int, default=120, help="number of 12 MP JPEGs")
+    ap.add_argument("--web", type=int, default=239, help="number of coco-mini photos")
+    ap.add_argument("--seed-n", type=int, default=60, help="images the seed recipe encodes")
+    ap.add_argument("--json", help="write the rows to this file")
+    args = ap.parse_args()
+    if args.weights:
+        weights = Path(args.weights)
+    else:
+        from tests.checkpoints import write_random_checkpoint
+
+        weights = CACHE / "vit-b-32-random.pt"
+        if not weights.exists():
+            write_random_checkpoint(weights, "ViT-B/32", seed=1)
+    rows = []
+    if args.large:
+        large = make_large_jpegs(CACHE / "large-12mp", args.large)
+        rows += bench_dataset("12 MP JPEG", large, weights, min(args.seed_n, len(large)))
+    if args.web:
+        web_dir = CACHE / "web"
+        web_dir.mkdir(parents=True, exist_ok=True)
+        for src in coco_photos(args.web):
+            dst = web_dir / src.name
+            if not dst.exists():
+                os.link(src, dst) if os.stat(src).st_dev == os.stat(web_dir).st_dev else dst.write_bytes(src.read_bytes())
+        web = sorted(web_dir.glob("*.jpg"))
+        rows += bench_dataset("web size (coco-mini)", web, weights, min(args.seed_n, len(web)))
+    print(f"checkpoint: {weights}; {os.cpu_count()} CPUs")
+    print("| dataset | variant | images | images/s | x seed recipe | cosine min / median vs seed |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['dataset']} | {r['variant']} | {r['images']} | {r['images_per_s']:.1f} | "
+              f"{r['ratio']:.2f} | {r['cos_min']:.5f} / {r['cos_median']:.5f} |")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""One configuration file for every clipsearch component.
+
+``load_config(path)`` reads a YAML file into typed dataclasses. Unknown sections and keys are
+rejected with an error naming them; relative paths resolve against the config file's directory.
+A later issue adds a setting by adding a dataclass field (with a default) to its section, and a
+new section by adding a field of a new dataclass type to :class:`Config`.
+
+Lookup order for the file: the explicit ``--config`` path, else ``$CLIPSEARCH_CONFIG``, else
+``./config.yaml`` when present, else built-in defaults (paths relative to the working directory).
+``$CLIPSEARCH_WEIGHTS`` overrides ``model.weights``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_ENV = "CLIPSEARCH_CONFIG"
+WEIGHTS_ENV = "CLIPSEARCH_WEIGHTS"
+DEFAULT_CONFIG_NAME = "config.yaml"
+INDEX_KINDS = ("auto", "flat", "ivf", "ivf-sq8", "hnsw")
+
+DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
+HEIF_EXTENSIONS = [".heic", ".heif"]
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+@dataclass
+class ModelConfig:
+    """Which CLIP model encodes images and text, and where it runs."""
+
+    name: str = "ViT-B/32"
+    weights: str | None = None
+    cache_dir: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass
+class LibraryConfig:
+    """Which photos are indexed."""
+
+    roots: list[str] = field(default_factory=lambda: ["data/samples"])
+    extensions: list[str] = field(default_factory=lambda: DEFAULT_EXTENSIONS + HEIF_EXTENSIONS)
+    max_pixels: int = 150_000_000
+    follow_symlinks: bool = True
+
+
+@dataclass
+class IndexConfig:
+    """Where and how the index is stored and built."""
+
+    dir: str = "data/index"
+    kind: str = "auto"
+    batch_size: int = 32
+    decode_workers: int = 0
+    torch_threads: int = 0
+    thumbnail_size: int = 256
+    jpeg_draft: bool = False
+    save_interval: float = 30.0
+
+
+@dataclass
+class SearchConfig:
+    """Defaults for searches (the CLI flags and UI controls override them)."""
+
+    top_k: int = 20
+    threshold: float | None = None
+    adaptive: bool = False
+
+
+@dataclass
+class WatchConfig:
+    """Reserved for the watch daemon (a later issue adds its fields)."""
+
+
+@dataclass
+class UIConfig:
+    """The browser UI (``clipsearch ui``; see ``app/``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8501
+    password: str | None = None
+    max_upload_mb: int = 20
+    max_upload_pixels: int = 50_000_000
+    results_per_page: int = 30
+    columns: int = 5
+    max_results: int = 500
+
+    def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise ConfigError("ui.host: must not be empty")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"ui.port: expected 1 to 65535, got {self.port}")
+        if self.password is not None and not self.password:
+            raise ConfigError("ui.password: must not be empty (null: no password)")
+        for key in ("max_upload_mb", "max_upload_pixels", "results_per_page", "max_results"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"ui.{key}: must be at least 1")
+        if not 1 <= self.columns <= 12:
+            raise ConfigError(f"ui.columns: expected 1 to 12, got {self.columns}")
+
+
+@dataclass
+class TagsConfig:
+    """Reserved for tagging (a later issue adds its fields)."""
+
+
+@dataclass
+class Config:
+    """The whole configuration; ``source`` is the file it came from (None: defaults)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    library: LibraryConfig = field(default_factory=LibraryConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
+    tags: TagsConfig = field(default_factory=TagsConfig)
+    source: Path | None = field(default=None, metadata={"internal": True})
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory relative paths resolve against."""
+        return self.source.parent if self.source is not None else Path.cwd()
+
+    def resolve(self, p: str | os.PathLike) -> Path:
+        """An absolute path for ``p`` (``~`` expanded, relative to :attr:`base_dir`)."""
+        path = Path(os.path.expanduser(os.fspath(p)))
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def index_dir(self) -> Path:
+        return self.resolve(self.index.dir)
+
+    @property
+    def roots(self) -> list[Path]:
+        return [self.resolve(r) for r in self.library.roots]
+
+    @property
+    def weights_path(self) -> Path | None:
+        """The local checkpoint to load: $CLIPSEARCH_WEIGHTS, else model.weights, else None."""
+        env = os.environ.get(WEIGHTS_ENV)
+        if env:
+            return Path(os.path.expanduser(env)).absolute()
+        return self.resolve(self.model.weights) if self.model.weights else None
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return self.resolve(self.model.cache_dir) if self.model.cache_dir else None
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str) or not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    raise ConfigError(f"{where}: unsupported setting type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of settings, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            kind = "key" if where else "section"
+            known = ", ".join(fields) or "(none yet)"
+            raise ConfigError(f"unknown config {kind} '{name}' (known: {known})")
+        kwargs[key] = _coerce(value, hints[key], name)
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    def bad(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{key}: {msg}")
+
+    if cfg.model.device not in ("auto", "cpu", "cuda") and not cfg.model.device.startswith("cuda:"):
+        raise bad("model.device", f"expected auto, cpu or cuda, got {cfg.model.device!r}")
+    if cfg.model.precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise bad(
+            "model.precision", f"expected auto, fp32, fp16 or bf16, got {cfg.model.precision!r}"
+        )
+    if cfg.index.kind not in INDEX_KINDS:
+        raise bad("index.kind", f"expected one of {', '.join(INDEX_KINDS)}, got {cfg.index.kind!r}")
+    for key in ("batch_size", "thumbnail_size"):
+        if getattr(cfg.index, key) < 1:
+            raise bad(f"index.{key}", "must be at least 1")
+    for key in ("decode_workers", "torch_threads"):
+        if getattr(cfg.index, key) < 0:
+            raise bad(f"index.{key}", "must be 0 (automatic) or more")
+    if cfg.library.max_pixels < 1:
+        raise bad("library.max_pixels", "must be at least 1")
+    if not cfg.library.roots:
+        raise bad("library.roots", "list at least one folder")
+    if cfg.search.top_k < 1:
+        raise bad("search.top_k", "must be at least 1")
+    cfg.library.extensions = [
+        (e if e.startswith(".") else "." + e).lower() for e in cfg.library.extensions
+    ]
+
+
+def config_from_dict(data: dict | None, source: Path | None = None) -> Config:
+    """Build and validate a :class:`Config` from parsed YAML."""
+    cfg = _build(Config, data, "")
+    cfg.source = source
+    _validate(cfg)
+    return cfg
+
+
+def find_config_path(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The config file to use (see module docstring); None means built-in defaults."""
+    if explicit is not None:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    local = Path.cwd() / DEFAULT_CONFIG_NAME
+    return local if local.is_file() else None
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Load the configuration (``path`` None: $CLIPSEARCH_CONFIG, ./config.yaml, defaults)."""
+    found = find_config_path(path)
+    if found is None:
+        return config_from_dict({}, None)
+    found = found.expanduser().absolute()
+    try:
+        text = found.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {found}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {found}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML in {found}: {exc}".splitlines()[0]) from None
+    try:
+        return config_from_dict(data, found)
+    except ConfigError as exc:
+        raise ConfigError(f"{found}: {exc}") from None

@@ -1,0 +1,200 @@
+"""The model side of indexing: an :class:`Encoder` protocol, the CLIP implementation loaded from
+the config, thread settings, and an ordered, bounded background map for decoding.
+
+The indexer only talks to the :class:`Encoder` protocol, so tests can swap in a fake or a
+counting wrapper, and a different embedding model needs only a new class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from .config import Config
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class EncoderUnavailableError(RuntimeError):
+    """The model cannot be loaded (no weights offline, missing file, bad checkpoint)."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What an index records about the model its vectors came from."""
+
+    name: str
+    checkpoint_sha256: str
+    embed_dim: int
+    preprocess: str  # JSON of the preprocessing settings
+
+    def short(self) -> str:
+        return f"{self.name} (sha256 {self.checkpoint_sha256[:12]})"
+
+
+class Encoder(Protocol):
+    """Turns images and text into L2-normalised float32 vectors of one model."""
+
+    identity: ModelIdentity
+    image_resolution: int
+
+    def preprocess(self, image: Any) -> Any:
+        """A PIL image -> the model input for one image (e.g. a (3, R, R) tensor)."""
+
+    def encode_images(self, batch: list[Any]) -> np.ndarray:
+        """Preprocessed inputs -> (n, d) float32, L2-normalised."""
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Texts of any length -> (n, d) float32, L2-normalised."""
+
+
+def cpu_count() -> int:
+    """CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def thread_plan(cfg: Config) -> tuple[int, int]:
+    """(torch threads, decode workers) from the config; 0 means automatic.
+
+    Automatic: one decode worker per 4 CPUs (at least 1), and torch gets the remaining CPUs
+    (all of them on machines with fewer than 4, where decoding is a small share of the work).
+    """
+    cpus = cpu_count()
+    workers = cfg.index.decode_workers or max(1, cpus // 4)
+    torch_threads = cfg.index.torch_threads or (cpus if cpus < 4 else max(1, cpus - workers))
+    return torch_threads, workers
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class ClipEncoder:
+    """A :class:`Encoder` over ``clipmodel`` (model loaded once, inference without grad)."""
+
+    def __init__(self, model: Any, preprocess: Callable[[Any], Any], name: str):
+        self.model = model
+        self._preprocess = preprocess
+        self.image_resolution = int(model.image_resolution)
+        settings = {"preprocess": repr(preprocess), "resolution": self.image_resolution}
+        self.identity = ModelIdentity(
+            name=name,
+            checkpoint_sha256=str(model.checkpoint_sha256),
+            embed_dim=int(model.embed_dim),
+            preprocess=json.dumps(settings, sort_keys=True),
+        )
+
+    @classmethod
+    def from_config(cls, cfg: Config, torch_threads: int | None = None) -> ClipEncoder:
+        """Load the configured model (``$CLIPSEARCH_WEIGHTS`` / model.weights / model.name)."""
+        import torch
+
+        import clipmodel
+
+        torch.set_num_threads(torch_threads or thread_plan(cfg)[0])
+        weights = cfg.weights_path
+        if weights is not None and not weights.exists():
+            raise EncoderUnavailableError(f"model weights not found: {weights}")
+        source = os.fspath(weights) if weights is not None else cfg.model.name
+        cache = os.fspath(cfg.cache_dir) if cfg.cache_dir else None
+        try:
+            model, preprocess = clipmodel.load(
+                source, device=cfg.model.device, download_root=cache, precision=cfg.model.precision
+            )
+        except clipmodel.CheckpointUnavailableError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EncoderUnavailableError(first) from None
+        except (RuntimeError, ValueError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EncoderUnavailableError(f"cannot load model {source}: {first}") from None
+        return cls(model, preprocess, cfg.model.name if weights is None else model.model_name)
+
+    def preprocess(self, image: Any) -> Any:
+        return self._preprocess(image)
+
+    def _device_dtype(self) -> tuple[Any, Any]:
+        p = next(self.model.parameters())
+        return p.device, p.dtype
+
+    def encode_images(self, batch: list[Any]) -> np.ndarray:
+        import torch
+
+        device, dtype = self._device_dtype()
+        with torch.inference_mode():
+            x = torch.stack(list(batch)).to(device=device, dtype=dtype)
+            out = self.model.encode_image(x).float().cpu().numpy()
+        return _normalize(out)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        import clipmodel
+
+        with torch.inference_mode():
+            out = clipmodel.encode_text_long(self.model, list(texts)).float().cpu().numpy()
+        return _normalize(out)
+
+
+class HashEncoder:
+    """A deterministic model-free encoder (pixels -> random projection) for tests and demos."""
+
+    def __init__(self, dim: int = 32, resolution: int = 16):
+        self.image_resolution = resolution
+        self._rng = np.random.default_rng(0)
+        self._proj = self._rng.standard_normal((3 * resolution * resolution, dim)).astype(
+            np.float32
+        )
+        self.identity = ModelIdentity("hash-encoder", "0" * 64, dim, '{"resolution": 16}')
+
+    def preprocess(self, image: Any) -> np.ndarray:
+        img = image.convert("RGB").resize((self.image_resolution,) * 2)
+        return np.asarray(img, dtype=np.float32).reshape(-1) / 255.0 - 0.5
+
+    def encode_images(self, batch: list[Any]) -> np.ndarray:
+        return _normalize(np.stack(batch) @ self._proj)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        rows = []
+        for t in texts:
+            seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
+            rows.append(np.random.default_rng(seed).standard_normal(self._proj.shape[1]))
+        return _normalize(np.asarray(rows))
+
+
+def ordered_map(
+    fn: Callable[[T], R], items: Iterable[T], workers: int, max_pending: int
+) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, in order, with at most ``max_pending`` queued.
+
+    The bound keeps memory flat (decoded images wait in a short queue for the model) and lets
+    decoding overlap with encoding in the consuming thread.
+    """
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= max_pending:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()

@@ -1,0 +1,293 @@
+"""Library: the one API the CLI, the watch daemon and the UI use.
+
+    with Library.open(load_config(), writer=True) as lib:
+        lib.index()
+    with Library.open(cfg) as lib:              # read-only: works while a writer runs
+        for hit in lib.search("a dog on the beach", k=10).hits:
+            print(hit.score, hit.path, lib.thumbnail_path(hit.id))
+
+Layout of ``index.dir``::
+
+    CURRENT          name of the active version folder (replaced atomically by reindex)
+    writer.lock      flock'ed by the single writer
+    thumbs/ab/<content hash>.jpg   thumbnails, shared by versions
+    v1/index.sqlite  SQLite (WAL): images, vectors, metadata -- the source of truth
+    v1/vectors.faiss FAISS index derived from it, saved atomically with its generation
+
+``reindex`` builds ``v<n+1>`` beside the active version with the newly configured model and
+switches ``CURRENT`` only when it is complete; readers switch on their next query.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
+
+from .config import Config
+from .encoder import ClipEncoder, Encoder, thread_plan
+from .images import thumbnail_file
+from .lock import WriterLock
+from .pipeline import Indexer, IndexReport
+from .scan import check_roots
+from .search import SearchEngine, SearchResults
+from .store import IndexMissingError, IndexStore, Record
+
+CURRENT_NAME = "CURRENT"
+THUMBS_NAME = "thumbs"
+
+
+class Library:
+    """An index directory opened for reading, or for writing (holding the writer lock)."""
+
+    def __init__(self, cfg: Config, writer: bool = False, encoder: Encoder | None = None):
+        self.cfg = cfg
+        self.writer = writer
+        self.dir = cfg.index_dir
+        self.thumb_dir = self.dir / THUMBS_NAME
+        self._encoder = encoder
+        self._lock = WriterLock(self.dir) if writer else None
+        self._store: IndexStore | None = None
+        self._current_sig: tuple | None = None
+        self._mutex = threading.RLock()  # one Library may be shared by threads (e.g. the UI)
+        self.search_engine = SearchEngine(self._get_store, self.encoder)
+
+    @classmethod
+    def open(cls, cfg: Config, writer: bool = False, encoder: Encoder | None = None) -> Library:
+        """Open the index in ``cfg.index_dir`` (writers take the lock and repair the index)."""
+        lib = cls(cfg, writer, encoder)
+        try:
+            if lib._lock is not None:
+                lib._lock.acquire()
+                lib._clean_leftovers()
+            lib._get_store()
+        except BaseException:
+            lib.close()
+            raise
+        return lib
+
+    def _clean_leftovers(self) -> None:
+        """Remove what a killed writer left (we hold the lock): half-written thumbnails and
+        the version folder of an interrupted reindex."""
+        if self.thumb_dir.is_dir():
+            for tmp in self.thumb_dir.glob("*/.*.tmp"):
+                tmp.unlink(missing_ok=True)
+        current = self._read_current()
+        if current is not None:
+            for stale in self.dir.glob("v*"):
+                if stale.is_dir() and stale.name != current and stale.name[1:].isdigit():
+                    shutil.rmtree(stale, ignore_errors=True)
+
+    # ----------------------------------------------------------------- versions
+    def _current_file(self) -> Path:
+        return self.dir / CURRENT_NAME
+
+    def _read_current(self) -> str | None:
+        try:
+            name = self._current_file().read_text().strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def _write_current(self, name: str) -> None:
+        tmp = self.dir / f".{CURRENT_NAME}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(name + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._current_file())
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _signature(self) -> tuple | None:
+        try:
+            st = os.stat(self._current_file())
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _get_store(self) -> IndexStore:
+        """The store of the active version (readers reopen after a reindex swapped it)."""
+        with self._mutex:
+            for attempt in range(3):
+                try:
+                    return self._open_current()
+                except IndexMissingError:
+                    # A reindex may have swapped versions and removed the old one meanwhile.
+                    if attempt == 2 or self._read_current() is None:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _open_current(self) -> IndexStore:
+        sig = self._signature()
+        if self._store is not None and (self.writer or sig == self._current_sig):
+            return self._store
+        name = self._read_current()
+        if name is None:
+            if not self.writer:
+                raise IndexMissingError(f"no index in {self.dir}; run `clipsearch index` first")
+            name = "v1"
+            store = self._new_store(name)
+            self._write_current(name)
+            sig = self._signature()
+        else:
+            store = self._new_store(name)
+        if self._store is not None:
+            self._store.close()
+        self._store, self._current_sig = store, sig
+        return store
+
+    def _new_store(self, name: str) -> IndexStore:
+        return IndexStore(self.dir / name, writer=self.writer, kind=self.cfg.index.kind)
+
+    @property
+    def store(self) -> IndexStore:
+        return self._get_store()
+
+    # ----------------------------------------------------------------- model
+    def encoder(self) -> Encoder:
+        """The configured model (loaded on first use)."""
+        if self._encoder is None:
+            self._encoder = ClipEncoder.from_config(self.cfg, thread_plan(self.cfg)[0])
+        return self._encoder
+
+    # ----------------------------------------------------------------- writing
+    def _require_writer(self) -> None:
+        if not self.writer:
+            raise PermissionError("this Library was opened read-only")
+
+    def index(self, paths: list[str] | None = None, progress: bool = True) -> IndexReport:
+        """Bring the index up to date with the library roots (or only ``paths`` inside them).
+
+        ``paths`` may name files or folders that no longer exist: their rows are removed (the
+        watch daemon passes both ends of a move, and the row follows the file).
+        """
+        self._require_writer()
+        check_roots(self.cfg.roots)  # before the (slow) model load
+        encoder = self.encoder()
+        self.store.check_model(encoder.identity)
+        report = Indexer(self.store, encoder, self.cfg, self.thumb_dir).run(paths, progress)
+        if not paths and (report.removed or report.updated):
+            self.collect_thumbnails()
+        return report
+
+    def collect_thumbnails(self) -> int:
+        """Delete thumbnails no image row refers to any more; returns how many."""
+        self._require_writer()
+        keep = self.store.content_hashes()
+        removed = 0
+        if self.thumb_dir.is_dir():
+            for sub in os.scandir(self.thumb_dir):
+                if not sub.is_dir():
+                    continue
+                for entry in os.scandir(sub.path):
+                    digest, ext = os.path.splitext(entry.name)
+                    if ext == ".jpg" and not entry.name.startswith(".") and digest not in keep:
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
+
+    def reindex(self, progress: bool = True) -> IndexReport:
+        """Rebuild everything with the configured model beside the active version, then swap."""
+        self._require_writer()
+        check_roots(self.cfg.roots)
+        encoder = self.encoder()
+        old = self._read_current() or "v0"
+        number = int(old[1:]) + 1 if old[1:].isdigit() else 1
+        name = f"v{number}"
+        shutil.rmtree(self.dir / name, ignore_errors=True)  # an interrupted attempt
+        new = IndexStore(self.dir / name, writer=True, kind=self.cfg.index.kind)
+        try:
+            report = Indexer(new, encoder, self.cfg, self.thumb_dir).run(None, progress)
+        except BaseException:
+            new.close()
+            raise
+        self._write_current(name)
+        if self._store is not None:
+            self._store.close()
+        self._store, self._current_sig = new, self._signature()
+        shutil.rmtree(self.dir / old, ignore_errors=True)
+        return report
+
+    # ----------------------------------------------------------------- reading
+    def search(self, query: str | None = None, **kwargs) -> SearchResults:
+        """See :meth:`indexer.search.SearchEngine.search`; defaults come from ``search:``."""
+        kwargs.setdefault("k", self.cfg.search.top_k)
+        kwargs.setdefault("threshold", self.cfg.search.threshold)
+        kwargs.setdefault("adaptive", self.cfg.search.adaptive)
+        with self._mutex:
+            try:
+                return self.search_engine.search(query, **kwargs)
+            except (OperationalError, IndexMissingError):
+                if self.writer or self._signature() == self._current_sig:
+                    raise
+            # A reindex swapped versions (and removed the old one) mid-query: retry on the new.
+            return self.search_engine.search(query, **kwargs)
+
+    def get_image(self, image_id: int) -> Record | None:
+        """The record of one image by id (None if unknown)."""
+        return self.store.records([image_id]).get(image_id)
+
+    def thumbnail_path(self, image: int | Record) -> Path | None:
+        """Path of the image's JPEG thumbnail, or None when it has none."""
+        rec = self.get_image(image) if isinstance(image, int) else image
+        if rec is None or not rec.content_hash:
+            return None
+        path = thumbnail_file(self.thumb_dir, rec.content_hash)
+        return path if path.exists() else None
+
+    def status(self, max_errors: int | None = 100) -> dict:
+        """What is in the index (the ``status --json`` document)."""
+        with self._mutex:
+            return self._status(max_errors)
+
+    def _status(self, max_errors: int | None) -> dict:
+        store = self.store
+        store.refresh()
+        meta = store.meta()
+        counts = store.counts()
+        errors = store.errors(limit=max_errors)
+        faiss_index = store.index
+        return {
+            "index_dir": os.fspath(self.dir),
+            "version": self._read_current(),
+            "model": {
+                "name": meta.get("model_name"),
+                "checkpoint_sha256": meta.get("checkpoint_sha256"),
+                "embed_dim": int(meta["embed_dim"]) if "embed_dim" in meta else None,
+            },
+            "images": counts["images"],
+            "indexed": counts["ok"],
+            "errors": counts["errors"],
+            "vectors": counts["vectors"],
+            "faiss": {
+                "kind": faiss_index.kind if faiss_index is not None else None,
+                "count": len(faiss_index) if faiss_index is not None else 0,
+                "generation": store.index_gen,
+            },
+            "generation": store.generation(),
+            "roots": [
+                {"path": os.fspath(r), "indexed": n} for r, n in sorted(store.roots().items())
+            ],
+            "error_files": [{"id": r.id, "path": r.path, "error": r.error} for r in errors],
+        }
+
+    # ----------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,297 @@
+"""One indexing run: scan the roots, decode in background threads, encode in batches, store.
+
+Per file the decision is: unchanged (same size and mtime: skipped, errors included, so bad
+files are retried only when they change); same content as before (only size/mtime updated);
+content already indexed under another path (a move keeps its row, id and vector; a copy gets
+the vector copied; neither is re-encoded); otherwise decoded and encoded. Rows whose files are
+gone are swept at the end, after moves have claimed theirs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config
+from .db import STATUS_ERROR, STATUS_OK
+from .encoder import Encoder, ordered_map, thread_plan
+from .images import (
+    BadImage,
+    content_hash,
+    decode,
+    read_file,
+    setup_codecs,
+    thumbnail_file,
+    write_thumbnail,
+)
+from .scan import FileEntry, check_roots, walk
+from .store import Changes, IndexStore
+
+
+class PathOutsideRootsError(ValueError):
+    """``clipsearch index PATH`` was given a path outside every library root."""
+
+
+@dataclass
+class IndexReport:
+    """What a run did (also the ``index --json`` output)."""
+
+    scanned: int = 0
+    unchanged: int = 0
+    added: int = 0
+    updated: int = 0
+    touched: int = 0
+    moved: int = 0
+    copied: int = 0
+    errors: int = 0
+    removed: int = 0
+    encoded: int = 0
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    unlisted_folders: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Work:
+    entry: FileEntry
+    row_id: int | None
+    old_hash: str | None
+    old_ok: bool
+
+
+@dataclass
+class _Result:
+    work: _Work
+    kind: str  # "encode" | "same" | "known" | "error"
+    digest: str | None = None
+    tensor: object = None
+    meta: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def _targets(cfg: Config, paths: list[str] | None) -> list[tuple[Path, Path]]:
+    roots = [Path(os.path.abspath(r)) for r in cfg.roots]
+    check_roots(roots)
+    if not paths:
+        return [(r, r) for r in roots]
+    out = []
+    for p in paths:
+        ap = Path(os.path.abspath(p))
+        root = next((r for r in roots if ap == r or r in ap.parents), None)
+        if root is None:
+            raise PathOutsideRootsError(f"{p} is not inside any library root (library.roots)")
+        out.append((ap, root))  # a path that no longer exists: its rows are swept
+    return out
+
+
+def _under(path: bytes, prefixes: list[bytes]) -> bool:
+    return any(path == p or path.startswith(p.rstrip(b"/") + b"/") for p in prefixes)
+
+
+class Indexer:
+    """Runs :meth:`run` over a writer :class:`IndexStore` with an :class:`Encoder`."""
+
+    def __init__(self, store: IndexStore, encoder: Encoder, cfg: Config, thumb_dir: Path):
+        self.store, self.encoder, self.cfg, self.thumb_dir = store, encoder, cfg, thumb_dir
+        self.draft = max(encoder.image_resolution, cfg.index.thumbnail_size)
+
+    def _process(self, work: _Work, allow_known: bool = True) -> _Result:
+        """Worker thread: read, hash, and (when the content is new) decode and preprocess."""
+        try:
+            data = read_file(work.entry.path)
+            digest = content_hash(data)
+            if work.old_ok and digest == work.old_hash:
+                return _Result(work, "same", digest)
+            if allow_known and self._known.get(digest):
+                return _Result(work, "known", digest)
+            dec = decode(
+                data, self.cfg.library.max_pixels, self.draft if self.cfg.index.jpeg_draft else None
+            )
+            del data
+            tensor = self.encoder.preprocess(dec.image)
+            try:
+                write_thumbnail(
+                    dec.image, thumbnail_file(self.thumb_dir, digest), self.cfg.index.thumbnail_size
+                )
+            except OSError:
+                pass  # a missing thumbnail is not worth failing the image for
+            meta = {"width": dec.width, "height": dec.height, "taken_at": dec.taken_at,
+                    "camera": dec.camera}  # fmt: skip
+            return _Result(work, "encode", digest, tensor, meta)
+        except BadImage as exc:
+            reason = str(exc)
+            ext = os.path.splitext(work.entry.path)[1].lower()
+            if ext in (".heic", ".heif") and not self._heif and "not a recognised" in reason:
+                reason = (
+                    "HEIC/HEIF needs the optional pillow-heif package (pip install pillow-heif)"
+                )
+            return _Result(work, "error", error=reason)
+        except Exception as exc:  # noqa: BLE001 - never let one file stop the run
+            return _Result(work, "error", error=f"{type(exc).__name__}: {exc}")
+
+    def run(self, paths: list[str] | None = None, progress: bool = True) -> IndexReport:
+        t0 = time.monotonic()
+        self._heif = setup_codecs()
+        self.store.bind_model(self.encoder.identity)
+        targets = _targets(self.cfg, paths)
+        found = walk(
+            targets, self.cfg.library.extensions, self.cfg.library.follow_symlinks,
+            exclude=[self.store.path.parent],
+        )  # fmt: skip
+        rep = IndexReport(scanned=len(found.entries), unlisted_folders=found.unlisted)
+        prefixes = [os.fsencode(s) for s, _ in targets]
+        unlisted = [os.fsencode(u) for u in found.unlisted]
+        # A full run also sweeps rows of roots no longer configured; a partial run only its paths.
+        rows = {r[1]: r for r in self.store.rows_for_scan() if not paths or _under(r[1], prefixes)}
+        self._known: dict[str, list[int]] = {}
+        changes, work = Changes.empty(), []
+        for e in found.entries:
+            key = os.fsencode(e.path)
+            row = rows.pop(key, None)
+            if row is not None and row[2] == e.size and row[3] == e.mtime_ns:
+                rep.unchanged += 1
+            elif e.error:
+                changes.upserts.append(self._error_row(e, row[0] if row else None, None, e.error))
+                rep.errors += 1
+            else:
+                work.append(_Work(e, row[0] if row else None, row[5] if row else None,
+                                  bool(row and row[4] == STATUS_OK)))  # fmt: skip
+        # Rows whose file vanished (excluding unlistable folders): move candidates, then swept.
+        self._missing = {r[0]: r for k, r in rows.items() if not _under(k, unlisted)}
+        self._flush(changes, rep)  # stat-level errors first: their rows lose their vectors
+        self._known = self.store.hashes_with_vectors()
+        self._encode_all(work, rep, progress)
+        if self._missing:
+            changes = Changes.empty()
+            changes.deletes = sorted(self._missing)
+            rep.removed = len(changes.deletes)
+            self._flush(changes, rep)
+        self.store.maybe_rebuild_kind()
+        self.store.save(force=True)
+        rep.seconds = round(time.monotonic() - t0, 3)
+        rep.images_per_second = round(rep.encoded / rep.seconds, 2) if rep.seconds else 0.0
+        return rep
+
+    def _encode_all(self, work: list[_Work], rep: IndexReport, progress: bool) -> None:
+        bs = self.cfg.index.batch_size
+        _, workers = thread_plan(self.cfg)
+        bar = None
+        if progress and work:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(work), unit="img", desc="indexing", smoothing=0.1)
+        changes, batch = Changes.empty(), []
+        try:
+            for res in ordered_map(self._process, work, workers, max_pending=2 * bs + workers):
+                self._handle(res, changes, batch, rep)
+                if len(batch) >= bs or len(changes) >= 4 * bs:
+                    self._commit(changes, batch, rep)
+                    changes, batch = Changes.empty(), []
+                if bar is not None:
+                    bar.update(1)
+            self._commit(changes, batch, rep)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _handle(self, res: _Result, changes: Changes, batch: list, rep: IndexReport) -> None:
+        e, w = res.work.entry, res.work
+        if res.kind in ("error", "encode") and w.row_id is not None and w.old_hash:
+            # The row's old content is going away: it can no longer serve moves or copies.
+            old = self._known.get(w.old_hash, [])
+            if w.row_id in old:
+                old.remove(w.row_id)
+        if res.kind == "error":
+            changes.upserts.append(self._error_row(e, w.row_id, res.digest, res.error))
+            rep.errors += 1
+        elif res.kind == "same":
+            changes.touches.append({"id": w.row_id, "size": e.size, "mtime_ns": e.mtime_ns})
+            rep.touched += 1
+        elif self._reuse(res, changes, rep):
+            pass
+        elif res.kind == "known":  # its source vanished meanwhile: decode after all
+            self._handle(self._process(w, allow_known=False), changes, batch, rep)
+        else:
+            batch.append(res)
+
+    def _reuse(self, res: _Result, changes: Changes, rep: IndexReport) -> bool:
+        """Content already has a vector: move the row of a vanished file, else copy the vector.
+
+        False when no indexed row has this content (the image must be encoded).
+        """
+        e, w = res.work.entry, res.work
+        candidates = [i for i in self._known.get(res.digest, []) if i != w.row_id]
+        if not candidates:
+            return False
+        if w.row_id is None:
+            moved = next((i for i in candidates if i in self._missing), None)
+            if moved is not None:
+                del self._missing[moved]
+                changes.moves.append({"id": moved, "path": os.fsencode(e.path),
+                                      "root": os.fsencode(e.root), "size": e.size,
+                                      "mtime_ns": e.mtime_ns})  # fmt: skip
+                rep.moved += 1
+                return True
+        src = candidates[0]
+        row = self._row(e, w.row_id, res.digest)
+        row.update(status=STATUS_OK, error=None, copy_from=src)
+        self._copy_meta(row, src)
+        changes.upserts.append(row)
+        rep.copied += 1
+        return True
+
+    def _copy_meta(self, row: dict, src: int) -> None:
+        rec = self.store.records([src]).get(src)
+        if rec is not None:
+            row.update(width=rec.width, height=rec.height, taken_at=rec.taken_at, camera=rec.camera)
+
+    def _commit(self, changes: Changes, batch: list[_Result], rep: IndexReport) -> None:
+        if batch:
+            vecs = self.encoder.encode_images([r.tensor for r in batch])
+            for r, v in zip(batch, vecs, strict=True):
+                row = self._row(r.work.entry, r.work.row_id, r.digest)
+                row.update(r.meta, status=STATUS_OK, error=None, vector=v)
+                changes.upserts.append(row)
+                if r.work.row_id is None:
+                    rep.added += 1
+                else:
+                    rep.updated += 1
+            rep.encoded += len(batch)
+        self._flush(changes, rep)
+
+    def _flush(self, changes: Changes, rep: IndexReport) -> None:
+        if not len(changes):
+            return
+        ids = self.store.apply(changes)
+        for up in changes.upserts:
+            if up.get("status") == STATUS_OK and up.get("content_hash"):
+                lst = self._known.setdefault(up["content_hash"], [])
+                if ids[up["path"]] not in lst:
+                    lst.append(ids[up["path"]])
+        self.store.save(interval=self.cfg.index.save_interval)
+
+    @staticmethod
+    def _row(e: FileEntry, row_id: int | None, digest: str | None) -> dict:
+        row = {"path": os.fsencode(e.path), "root": os.fsencode(e.root), "size": e.size,
+               "mtime_ns": e.mtime_ns, "content_hash": digest}  # fmt: skip
+        if row_id is not None:
+            row["id"] = row_id
+        return row
+
+    def _error_row(self, e: FileEntry, row_id: int | None, digest: str | None, reason: str) -> dict:
+        row = self._row(e, row_id, digest)
+        row.update(status=STATUS_ERROR, error=reason, width=None, height=None, taken_at=None,
+                   camera=None)  # fmt: skip
+        return row
+
+
+def vectors_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-identical float32 arrays (tests and diagnostics)."""
+    return a.shape == b.shape and a.tobytes() == b.tobytes()

@@ -1,0 +1,345 @@
+"""IndexStore: one index version = a SQLite database (source of truth) + a derived FAISS file.
+
+Writers change SQLite in transactions that bump the *generation* and tag each written vector
+with it; deleted vectors leave tombstones. The FAISS file is saved atomically together with the
+generation it reflects. Anyone opening the store brings its in-memory FAISS index up to the
+SQLite generation by replaying newer vectors and tombstones (writers also verify the id sets and
+save the repaired file), so a crash at any moment loses nothing and leaves no orphans.
+Readers call :meth:`IndexStore.refresh` before each query to see a running writer's progress.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from . import db
+from .db import ImageRow, MetaRow, TombstoneRow, VectorRow
+from .encoder import ModelIdentity
+from .queries import Record, StoreQueries, chunks  # noqa: F401 - Record re-exported
+from .vector_index import VectorIndex, choose_kind, normalize
+
+DB_NAME = "index.sqlite"
+FAISS_NAME = "vectors.faiss"
+_REPLAY_CHUNK = 20_000  # vectors read from SQLite at a time when replaying
+
+
+class ModelMismatchError(RuntimeError):
+    """The index was built with another model than the one configured."""
+
+
+class IndexMissingError(FileNotFoundError):
+    """There is no index to read yet."""
+
+
+@dataclass
+class Changes:
+    """A batch of changes applied in one transaction by :meth:`IndexStore.apply`.
+
+    ``upserts``: image rows (dicts of ImageRow columns; ``id`` present = update that row) with
+    an optional ``vector`` (np.ndarray) or ``copy_from`` (id whose vector to copy); rows without
+    either become vector-less (errors). ``moves``/``touches``: dicts with ``id`` and the columns
+    to update, vectors untouched. ``deletes``: ids of rows to remove with their vectors.
+    """
+
+    upserts: list[dict]
+    moves: list[dict]
+    touches: list[dict]
+    deletes: list[int]
+
+    @classmethod
+    def empty(cls) -> Changes:
+        return cls([], [], [], [])
+
+    def __len__(self) -> int:
+        return len(self.upserts) + len(self.moves) + len(self.touches) + len(self.deletes)
+
+
+def _blob(vec: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vec, dtype="<f4").tobytes()
+
+
+def _pruned(conn: Connection) -> int:
+    """Generation up to which tombstones have been deleted."""
+    value = conn.execute(select(MetaRow.value).where(MetaRow.key == "tombstones_pruned")).scalar()
+    return int(value) if value is not None else 0
+
+
+class IndexStore(StoreQueries):
+    """SQLite + FAISS for one index version directory; ``writer`` stores must hold the lock."""
+
+    def __init__(self, path: Path, writer: bool = False, kind: str = "auto"):
+        self.path = Path(path)
+        self.writer = writer
+        self.kind = kind
+        self.db_path = self.path / DB_NAME
+        self.faiss_path = self.path / FAISS_NAME
+        if writer:
+            self.path.mkdir(parents=True, exist_ok=True)
+        elif not self.db_path.exists():
+            raise IndexMissingError(f"no index in {self.path}; run `clipsearch index` first")
+        self.engine = db.make_engine(self.db_path, writer)
+        db.ensure_schema(self.engine, writer)
+        self.index: VectorIndex | None = None
+        self.index_gen = 0
+        self._faiss_sig: tuple | None = None
+        self._file_gen = 0  # generation of the FAISS file last loaded
+        self._last_save = time.monotonic()
+        self._dirty = False
+        if writer:
+            for tmp in self.path.glob(f".{FAISS_NAME}.*.tmp"):  # left by a crash mid-save
+                tmp.unlink(missing_ok=True)
+            self.repair()
+
+    # ----------------------------------------------------------------- metadata / model
+    def meta(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            return db.get_meta(conn)
+
+    def generation(self) -> int:
+        with self.engine.connect() as conn:
+            return db.get_generation(conn)
+
+    def model_identity(self) -> ModelIdentity | None:
+        m = self.meta()
+        if "checkpoint_sha256" not in m:
+            return None
+        return ModelIdentity(
+            m["model_name"], m["checkpoint_sha256"], int(m["embed_dim"]), m.get("preprocess", "")
+        )
+
+    def check_model(self, identity: ModelIdentity) -> None:
+        """Raise :class:`ModelMismatchError` unless ``identity`` is this index's model."""
+        mine = self.model_identity()
+        if mine is not None and mine.checkpoint_sha256 != identity.checkpoint_sha256:
+            raise ModelMismatchError(
+                f"the index was built with model {mine.short()}, but the config selects "
+                f"{identity.short()}; run `clipsearch reindex` to rebuild it with the new model"
+            )
+
+    def bind_model(self, identity: ModelIdentity) -> None:
+        """Record ``identity`` as this index's model (checked first; writers only)."""
+        self.check_model(identity)
+        with self.engine.begin() as conn:
+            if "checkpoint_sha256" not in db.get_meta(conn):
+                db.set_meta(
+                    conn,
+                    model_name=identity.name,
+                    checkpoint_sha256=identity.checkpoint_sha256,
+                    embed_dim=identity.embed_dim,
+                    preprocess=identity.preprocess,
+                    created_at=time.time(),
+                )
+
+    def dim(self) -> int | None:
+        value = self.meta().get("embed_dim")
+        return int(value) if value else None
+
+    # ----------------------------------------------------------------- FAISS sync
+    def _faiss_signature(self) -> tuple | None:
+        try:
+            st = os.stat(self.faiss_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _load_faiss(self) -> None:
+        """Load the FAISS file (or start empty when absent/corrupt)."""
+        dim = self.dim()
+        self._faiss_sig = self._faiss_signature()
+        self.index, self.index_gen = None, 0
+        if self._faiss_sig is not None:
+            try:
+                self.index, self.index_gen = VectorIndex.load(self.faiss_path)
+            except (ValueError, OSError, RuntimeError):
+                self.index, self.index_gen = None, 0
+        if self.index is not None and dim is not None and self.index.dim != dim:
+            self.index, self.index_gen = None, 0
+        if self.index is None and dim is not None:
+            self.index = VectorIndex.create(dim, "flat")
+        self._file_gen = self.index_gen
+
+    def _replay(self, conn: Connection, upto: int) -> bool:
+        """Apply vectors and tombstones with generation in (index_gen, upto]; True if any."""
+        lo = self.index_gen
+        gone = conn.execute(
+            select(TombstoneRow.image_id).where(TombstoneRow.gen > lo, TombstoneRow.gen <= upto)
+        ).scalars().all()  # fmt: skip
+        if gone:
+            self.index.remove(np.asarray(gone, dtype=np.int64))
+        q = select(VectorRow.image_id, VectorRow.vector).where(
+            VectorRow.gen > lo, VectorRow.gen <= upto
+        )
+        added = 0
+        for rows in conn.execute(q).yield_per(_REPLAY_CHUNK).partitions():  # bounded memory
+            ids, vecs = self._decode_rows(rows)
+            self.index.add(ids, vecs)
+            added += len(rows)
+        self.index_gen = upto
+        return bool(gone or added)
+
+    def refresh(self) -> bool:
+        """Bring the in-memory FAISS index up to the SQLite generation; True if it changed."""
+        with self.engine.connect() as conn:
+            sql_gen = db.get_generation(conn)
+            # Replaying generations is enough unless the tombstones we would need were pruned
+            # (by a writer's start-up repair) or SQLite went back in time (restored backup):
+            # then reload the FAISS file once it has been saved past that point.
+            stale = self.index_gen > sql_gen or (
+                self._file_gen < _pruned(conn) and self._faiss_signature() != self._faiss_sig
+            )
+            if self.index is None or (stale and not self.writer):
+                self._load_faiss()
+                if self.index is None:
+                    return False
+                if self.index_gen > sql_gen:  # FAISS newer than SQLite (restored db): rebuild
+                    self.index, self.index_gen = VectorIndex.create(self.index.dim, "flat"), 0
+            elif self.index_gen == sql_gen:
+                return False
+            return self._replay(conn, sql_gen) or True
+
+    def repair(self) -> dict:
+        """Writer start-up: load, replay, verify id sets against SQLite, fix and save."""
+        self._load_faiss()
+        report = {"added": 0, "removed": 0, "rebuilt": False}
+        if self.index is None:
+            return report
+        with self.engine.connect() as conn:
+            sql_gen = db.get_generation(conn)
+            if self.index_gen > sql_gen:
+                self.index, self.index_gen = VectorIndex.create(self.index.dim, "flat"), 0
+                report["rebuilt"] = True
+            changed = self._replay(conn, sql_gen)
+            sql_ids = np.asarray(
+                conn.execute(select(VectorRow.image_id).order_by(VectorRow.image_id))
+                .scalars()
+                .all(),
+                dtype=np.int64,
+            )
+            faiss_ids = self.index.ids()
+            missing = np.setdiff1d(sql_ids, faiss_ids, assume_unique=True)
+            extra = np.setdiff1d(faiss_ids, sql_ids, assume_unique=True)
+            if len(extra):
+                self.index.remove(extra)
+            if len(missing):
+                self.index.add(*self.vectors(missing.tolist(), conn=conn))
+            report.update(added=int(len(missing)), removed=int(len(extra)))
+            if changed or len(missing) or len(extra) or self._file_gen != sql_gen:
+                self._dirty = True
+            conn.execute(delete(TombstoneRow).where(TombstoneRow.gen <= sql_gen))
+            db.set_meta(conn, tombstones_pruned=sql_gen)
+            conn.commit()
+        self.maybe_rebuild_kind()
+        self.save(force=self._dirty)
+        return report
+
+    def maybe_rebuild_kind(self) -> bool:
+        """Rebuild FAISS from SQLite when the configured/automatic index kind has changed."""
+        if self.index is None:
+            return False
+        want = choose_kind(len(self.index), self.kind)
+        if want == self.index.kind:
+            return False
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(VectorRow.image_id, VectorRow.vector)).all()
+        ids, vecs = self._decode_rows(rows) if rows else (np.zeros(0, np.int64), None)
+        if vecs is None:
+            self.index = VectorIndex.create(self.index.dim, want)
+        else:
+            self.index = VectorIndex.build(ids, vecs, kind=want)
+        self._dirty = True
+        return True
+
+    def save(self, force: bool = False, interval: float | None = None) -> bool:
+        """Save FAISS atomically with its generation (if dirty and ``interval`` has passed)."""
+        if not self.writer or self.index is None or not (self._dirty or force):
+            return False
+        if interval is not None and time.monotonic() - self._last_save < interval:
+            return False
+        self.index.save(self.faiss_path, self.index_gen)
+        self._faiss_sig = self._faiss_signature()
+        self._last_save = time.monotonic()
+        self._dirty = False
+        return True
+
+    # ----------------------------------------------------------------- writing
+    def apply(self, changes: Changes) -> dict[bytes, int]:
+        """Apply ``changes`` in one transaction (new generation), then update FAISS.
+
+        Returns the ids of the upserted rows by path (bytes).
+        """
+        assert self.writer, "apply() needs a writer store"
+        now = time.time()
+        ids_by_path: dict[bytes, int] = {}
+        added_ids: list[int] = []
+        added_vecs: list[np.ndarray] = []
+        removed: list[int] = []
+        with self.engine.begin() as conn:
+            gen = db.get_generation(conn) + 1
+            db.set_meta(conn, generation=gen)
+            for up in changes.upserts:
+                up = dict(up)
+                vec, copy_from = up.pop("vector", None), up.pop("copy_from", None)
+                up.setdefault("indexed_at", now)
+                row_id = up.pop("id", None)
+                if row_id is None:
+                    row_id = conn.execute(insert(ImageRow).values(**up)).inserted_primary_key[0]
+                else:
+                    conn.execute(update(ImageRow).where(ImageRow.id == row_id).values(**up))
+                ids_by_path[up["path"]] = row_id
+                if copy_from is not None:
+                    found = self.vectors([copy_from], conn=conn)[1]
+                    if not len(found):
+                        raise RuntimeError(f"cannot copy the vector of image {copy_from}: none")
+                    vec = found[0]
+                if vec is not None:
+                    vec = normalize(np.asarray(vec, dtype=np.float32).reshape(1, -1))[0]
+                    self._put_vector(conn, row_id, vec, gen)
+                    added_ids.append(row_id)
+                    added_vecs.append(vec)
+                elif self._drop_vectors(conn, [row_id], gen):
+                    removed.append(row_id)
+            for mv in changes.moves + changes.touches:
+                mv = dict(mv)
+                conn.execute(update(ImageRow).where(ImageRow.id == mv.pop("id")).values(**mv))
+            if changes.deletes:
+                for part in chunks(changes.deletes):
+                    removed += self._drop_vectors(conn, list(part), gen)
+                    conn.execute(delete(ImageRow).where(ImageRow.id.in_(part)))
+            db.set_meta(
+                conn, vector_count=conn.execute(select(func.count(VectorRow.image_id))).scalar()
+            )
+        if self.index is None and added_vecs:
+            self.index = VectorIndex.create(len(added_vecs[0]), "flat")
+        if self.index is not None:
+            if removed:
+                self.index.remove(np.asarray(removed, dtype=np.int64))
+            if added_ids:
+                self.index.add(np.asarray(added_ids, dtype=np.int64), np.stack(added_vecs))
+            self.index_gen = gen
+            self._dirty = True
+        return ids_by_path
+
+    def _put_vector(self, conn: Connection, image_id: int, vec: np.ndarray, gen: int) -> None:
+        conn.execute(delete(VectorRow).where(VectorRow.image_id == image_id))
+        conn.execute(insert(VectorRow).values(image_id=image_id, gen=gen, vector=_blob(vec)))
+        conn.execute(delete(TombstoneRow).where(TombstoneRow.image_id == image_id))
+
+    def _drop_vectors(self, conn: Connection, ids: list[int], gen: int) -> list[int]:
+        had = conn.execute(select(VectorRow.image_id).where(VectorRow.image_id.in_(ids)))
+        had = had.scalars().all()
+        if had:
+            conn.execute(delete(VectorRow).where(VectorRow.image_id.in_(had)))
+            conn.execute(delete(TombstoneRow).where(TombstoneRow.image_id.in_(had)))
+            conn.execute(insert(TombstoneRow), [{"image_id": i, "gen": gen} for i in had])
+        return list(had)
+
+    def close(self) -> None:
+        if self.writer:
+            self.save()
+        self.engine.dispose()

@@ -1,0 +1,125 @@
+"""Shared helpers for the indexer tests (tests/test_index_*.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_config(
+    path: Path,
+    roots: list[Path],
+    index_dir: Path,
+    weights: Path | None = None,
+    **sections: dict,
+) -> Path:
+    """A config file for a temporary library; ``sections`` update config sections."""
+    data: dict = {
+        "model": {"weights": os.fspath(weights) if weights else None},
+        "library": {"roots": [os.fspath(r) for r in roots]},
+        "index": {"dir": os.fspath(index_dir), "batch_size": 16},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def copy_images(sources: list[Path], dest: Path) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for src in sources:
+        target = dest / src.name
+        shutil.copyfile(src, target)
+        out.append(target)
+    return out
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
+    env.update(PYTHONPATH=os.fspath(REPO), **extra)
+    return env
+
+
+def run_cli(
+    args: list[str],
+    config: Path | None = None,
+    env: dict | None = None,
+    timeout: float = 180,
+    **kwargs,
+) -> subprocess.CompletedProcess:
+    """``python -m indexer.cli [--config FILE] ARGS`` in a fresh process."""
+    cmd = [sys.executable, "-m", "indexer.cli"]
+    if config is not None:
+        cmd += ["--config", os.fspath(config)]
+    return subprocess.run(
+        cmd + args, capture_output=True, text=True, timeout=timeout, env=env or cli_env(),
+        cwd=REPO, **kwargs,
+    )  # fmt: skip
+
+
+def run_json(args: list[str], config: Path, **kw) -> dict:
+    proc = run_cli([*args, "--json"], config, **kw)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def version_dir(index_dir: Path) -> Path:
+    return index_dir / (index_dir / "CURRENT").read_text().strip()
+
+
+def sqlite_state(index_dir: Path) -> dict:
+    """{"ok": {path: id}, "errors": {path: reason}, "vector_ids": sorted ids, "vectors": {id: arr}}."""
+    con = sqlite3.connect(version_dir(index_dir) / "index.sqlite")
+    try:
+        ok, errors = {}, {}
+        for i, p, status, err in con.execute("SELECT id, path, status, error FROM images"):
+            path = os.fsdecode(p)
+            if status == "ok":
+                ok[path] = i
+            else:
+                errors[path] = err
+        vecs = {i: np.frombuffer(b, dtype="<f4").copy() for i, b in con.execute(
+            "SELECT image_id, vector FROM vectors")}  # fmt: skip
+    finally:
+        con.close()
+    return {"ok": ok, "errors": errors, "vector_ids": sorted(vecs), "vectors": vecs}
+
+
+def faiss_ids(index_dir: Path) -> list[int]:
+    from indexer.vector_index import VectorIndex
+
+    index, _gen = VectorIndex.load(version_dir(index_dir) / "vectors.faiss")
+    return index.ids().tolist()
+
+
+class CountingEncoder:
+    """Wraps an Encoder and counts the images it encodes."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.identity = inner.identity
+        self.image_resolution = inner.image_resolution
+        self.images_encoded = 0
+        self.calls = 0
+
+    def preprocess(self, image):
+        return self.inner.preprocess(image)
+
+    def encode_images(self, batch):
+        self.calls += 1
+        self.images_encoded += len(batch)
+        return self.inner.encode_images(batch)
+
+    def encode_texts(self, texts):
+        return self.inner.encode_texts(texts)

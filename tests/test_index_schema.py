@@ -1,0 +1,55 @@
+"""Schema versioning: migrations run for writers, readers and old programs refuse clearly."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import text
+
+from indexer import db
+from indexer.config import load_config
+from indexer.encoder import HashEncoder
+from indexer.library import Library
+
+from .indexer_helpers import copy_images, version_dir, write_config
+
+
+def _library(tmp_path, sample_images):
+    copy_images(sample_images[:3], tmp_path / "photos")
+    cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx"))
+    with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
+        lib.index(progress=False)
+    return cfg
+
+
+def test_migration_runs_for_writers_only(tmp_path, sample_images, monkeypatch):
+    cfg = _library(tmp_path, sample_images)
+
+    def v2(conn):
+        conn.execute(text("ALTER TABLE images ADD COLUMN rating INTEGER"))
+
+    monkeypatch.setattr(db, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(db.MIGRATIONS, 2, v2)
+    with pytest.raises(db.SchemaError, match="run `clipsearch index` to migrate"):
+        Library.open(cfg, encoder=HashEncoder())
+    with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:  # migrates in place
+        assert lib.index(progress=False).unchanged == 3
+    con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
+    cols = [r[1] for r in con.execute("PRAGMA table_info(images)")]
+    version = con.execute("SELECT version FROM schema_version").fetchone()[0]
+    con.close()
+    assert "rating" in cols and version == 2
+    with Library.open(cfg, encoder=HashEncoder()) as lib:
+        assert lib.status()["indexed"] == 3
+
+
+def test_newer_schema_is_refused(tmp_path, sample_images):
+    cfg = _library(tmp_path, sample_images)
+    con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
+    con.execute("UPDATE schema_version SET version = 99")
+    con.commit()
+    con.close()
+    for writer in (False, True):
+        with pytest.raises(db.SchemaError, match="newer clipsearch"):
+            Library.open(cfg, writer=writer, encoder=HashEncoder())

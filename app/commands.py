@@ -109,16 +109,3 @@ def run_ui(args: argparse.Namespace, cfg: Config) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-
-def _register_in_main_module() -> None:
-    """Under ``python -m indexer.cli`` the registry in use is ``__main__``'s copy of the module,
-    not ``indexer.cli``'s: register there too (see the report to the indexer's owner)."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name == "indexer.cli" and hasattr(main, "COMMANDS"):
-        from indexer.cli import COMMANDS
-
-        main.COMMANDS.setdefault("ui", COMMANDS["ui"])
-
-
-_register_in_main_module()

@@ -63,7 +63,7 @@ from dataclasses import dataclass
 
 from .config import Config, ConfigError, load_config
 
-COMMAND_MODULES: tuple[str, ...] = ("app.commands",)  # e.g. ("indexer.watch",) once they exist
+COMMAND_MODULES: tuple[str, ...] = ("app.commands", "indexer.tag_commands", "indexer.watch_commands")
 
 
 class UserError(Exception):
@@ -295,4 +295,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the imported module's main, not this __main__ copy: command modules register into
+    # ``indexer.cli.COMMANDS``, which is a different dict from this copy's.
+    from indexer.cli import main as _main
+
+    raise SystemExit(_main())

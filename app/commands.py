@@ -108,4 +108,3 @@ def run_ui(args: argparse.Namespace, cfg: Config) -> int:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-

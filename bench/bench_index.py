@@ -115,7 +115,9 @@ def main() -> None:
         for src in coco_photos(args.web):
             dst = web_dir / src.name
             if not dst.exists():
-                os.link(src, dst) if os.stat(src).st_dev == os.stat(web_dir).st_dev else dst.write_bytes(src.read_bytes())
+                os.link(src, dst) if os.stat(src).st_dev == os.stat(
+                    web_dir
+                ).st_dev else dst.write_bytes(src.read_bytes())
         web = sorted(web_dir.glob("*.jpg"))
         rows += bench_dataset("web size (coco-mini)", web, weights, min(args.seed_n, len(web)))
     print(f"checkpoint: {weights}; {os.cpu_count()} CPUs")

@@ -14,7 +14,24 @@ from .download import MODELS, available_models, download, known_sha256s
 from .model import CLIP
 from .preprocess import Preprocess
 
-__all__ = ["available_models", "load", "resolve_device", "resolve_dtype"]
+__all__ = ["available_models", "cpu_has_native_bf16", "load", "resolve_device", "resolve_dtype"]
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU runs bf16 matrix maths natively (AVX512-BF16 or AMX-BF16).
+
+    Such CPUs run CLIP about twice as fast in bf16 as in fp32, with embeddings whose cosine
+    to the fp32 ones stays above 0.9999 (bench/bench_model.py measures it).
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -4,13 +4,15 @@ Usage::
 
     clipsearch [--config FILE] index [PATHS...] [--json] [--no-progress]
     clipsearch [--config FILE] search [QUERY] [--image PATH] [-k N] [--threshold X] [--adaptive]
-                                      [--folder F] [--since DATE] [--until DATE] [--json]
+                                      [--folder F] [--since DATE] [--until DATE] [--tag TAG]...
+                                      [--json]
     clipsearch [--config FILE] status [--json] [--errors N]
     clipsearch [--config FILE] reindex [--json] [--no-progress]
 
 QUERY syntax: ``beach + sunset - people``, ``2:dog``, ``img:/path.jpg``, ``id:123`` (see
 ``indexer.query``). DATE: ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM:SS``
 (compared with the EXIF capture time; images without one are left out by date filters).
+``--tag TAG`` (repeatable) keeps images carrying every given tag (see ``clipsearch tags``).
 
 Exit codes: 0 success; 1 an error with a one-line reason on stderr (``clipsearch: error: ...``:
 missing or invalid config, missing library root, index built with another model, model
@@ -38,14 +40,39 @@ bytes in file names appear as ``\\udcXX`` escapes, i.e. Python's ``os.fsdecode``
      "checkpoint_sha256": str|null, "embed_dim": int|null},
      "images": int (files known), "indexed": int (status ok), "errors": int, "vectors": int,
      "faiss": {"kind": str|null, "count": int, "generation": int}, "generation": int,
-     "roots": [{"path": str, "indexed": int}],
-     "error_files": [{"id": int, "path": str, "error": str}]}   # at most --errors entries
+     "roots": [{"path": str, "indexed": int, "online": bool}],
+     "error_files": [{"id": int, "path": str, "error": str}],   # at most --errors entries
+     "watch": {"running": bool, "pid": int|null, "state": str|null, "queue": int,
+               "last_update": float|null (epoch seconds), "offline_roots": [str],
+               "errors": [{"time": float, "level": str, "message": str}], "detail": str, ...}}
+                                                   # see indexer/watch_status.py
 
 ``index`` / ``reindex``::
 
     {"scanned": int, "unchanged": int, "added": int, "updated": int, "touched": int,
      "moved": int, "copied": int, "errors": int, "removed": int, "encoded": int,
      "seconds": float, "images_per_second": float, "unlisted_folders": [str]}
+
+``tag`` (``indexer.tag_commands``)::
+
+    {"changed": [str], "removed": [str],   # tags re-scored / dropped since the last pass
+     "rescored": int, "pending": int,      # images scored for changed tags / with every tag
+     "rows": int, "texts_encoded": int, "seconds": float}
+
+``tags``::
+
+    {"images": int (tagged images), "tags": [{"tag": str, "count": int}]}   # most frequent first
+    {"id": int, "path": str, "tags": [{"tag": str, "score": float}]}          # with --image
+
+``duplicates``::
+
+    {"threshold": float, "count": int (groups),
+     "groups": [{"keep": int (suggested keeper's id),
+                 "members": [{"id": int, "path": str, "size": int|null, "width": int|null,
+                              "height": int|null}]}]}          # keeper first in each group
+
+``export json`` writes ``[{"path": str, "tags": [{"tag": str, "score": float}]}]``; ``export
+csv`` writes ``path,tag,score`` lines; ``export xmp`` writes ``dc:subject`` sidecars.
 
 Subcommands live in a registry (:func:`command`); later components register theirs (watch, ui,
 tag, ...) by decorating a function in a module listed in :data:`COMMAND_MODULES`.
@@ -63,7 +90,11 @@ from dataclasses import dataclass
 
 from .config import Config, ConfigError, load_config
 
-COMMAND_MODULES: tuple[str, ...] = ("app.commands", "indexer.tag_commands", "indexer.watch_commands")
+COMMAND_MODULES: tuple[str, ...] = (
+    "app.commands",
+    "indexer.tag_commands",
+    "indexer.watch_commands",
+)
 
 
 class UserError(Exception):
@@ -175,6 +206,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folder", help="only images under this folder")
     p.add_argument("--since", help="only images captured on/after DATE")
     p.add_argument("--until", help="only images captured on/before DATE")
+    p.add_argument("--tag", action="append", dest="tags", metavar="TAG",
+                   help="only images with this tag (repeat: all of them)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON (schema above)")
 
 
@@ -190,6 +223,8 @@ def _cmd_search(args: argparse.Namespace, cfg: Config) -> int:
             raise UserError(f"--image {image}: expected id:NUMBER")
         image = int(image[3:])
     kwargs = {"image": image, "folder": args.folder, "since": args.since, "until": args.until}
+    if args.tags:
+        kwargs["tags"] = [t.strip() for t in args.tags if t.strip()]
     for name in ("k", "threshold", "adaptive"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
@@ -238,11 +273,34 @@ def _cmd_status(args: argparse.Namespace, cfg: Config) -> int:
           f"({doc['faiss']['kind']}), generation {doc['generation']}")  # fmt: skip
     for r in doc["roots"]:
         print(f"root:     {_printable(r['path'])} ({r['indexed']} indexed)")
+    offline = [r["path"] for r in doc["roots"] if not r.get("online", True)]
+    _print_watch(doc.get("watch") or {}, offline)
     for e in doc["error_files"]:
         print(f"error:    {_printable(e['path'])}: {e['error']}")
     if doc["errors"] > len(doc["error_files"]):
         print(f"          ... and {doc['errors'] - len(doc['error_files'])} more (--errors N)")
     return 0
+
+
+def _print_watch(w: dict, offline: list[str]) -> None:
+    """The ``watch:`` lines of ``status``: service state, queue, last update, recent errors."""
+    import time
+
+    def when(ts: object) -> str:
+        if not isinstance(ts, (int, float)):
+            return str(ts)
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+    line = w.get("detail") or ("running" if w.get("running") else "not running")
+    if w.get("running"):
+        line += f", queue {w.get('queue', 0)}"
+    if w.get("last_update"):
+        line += f", last update {when(w['last_update'])}"
+    print(f"watch:    {line}")
+    for path in sorted(set(offline) | set(w.get("offline_roots") or [])):
+        print(f"offline:  {_printable(path)} (images kept; searched again when it returns)")
+    for e in (w.get("errors") or [])[-5:]:
+        print(f"watch {e.get('level', 'error')}: {when(e.get('time'))} {e.get('message')}")
 
 
 # --------------------------------------------------------------------------- main

@@ -66,7 +66,7 @@ class IndexConfig:
     decode_workers: int = 0
     torch_threads: int = 0
     thumbnail_size: int = 256
-    jpeg_draft: bool = False
+    jpeg_draft: bool = True
     save_interval: float = 30.0
 
 
@@ -79,9 +79,42 @@ class SearchConfig:
     adaptive: bool = False
 
 
+WATCH_OBSERVERS = ("auto", "inotify", "polling")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 @dataclass
 class WatchConfig:
-    """Reserved for the watch daemon (a later issue adds its fields)."""
+    """The folder-watching service (``clipsearch watch``; see ``indexer/watch.py``)."""
+
+    debounce_seconds: float = 1.0
+    stable_checks: int = 2
+    max_batch: int = 256
+    observer: str = "auto"
+    poll_interval: float = 10.0
+    log_file: str | None = None
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.debounce_seconds <= 3600:
+            raise ConfigError(f"watch.debounce_seconds: expected 0 < x <= 3600, got "
+                              f"{self.debounce_seconds}")  # fmt: skip
+        if self.stable_checks < 1:
+            raise ConfigError("watch.stable_checks: must be at least 1")
+        if self.max_batch < 1:
+            raise ConfigError("watch.max_batch: must be at least 1")
+        if self.observer not in WATCH_OBSERVERS:
+            raise ConfigError(f"watch.observer: expected auto, inotify or polling, got "
+                              f"{self.observer!r}")  # fmt: skip
+        if not 0.1 <= self.poll_interval <= 86400:
+            raise ConfigError(f"watch.poll_interval: expected 0.1 to 86400 seconds, got "
+                              f"{self.poll_interval}")  # fmt: skip
+        if self.log_file is not None and not self.log_file.strip():
+            raise ConfigError("watch.log_file: must not be empty (null: no log file)")
+        self.log_level = self.log_level.lower()
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"watch.log_level: expected one of {', '.join(LOG_LEVELS)}, got "
+                              f"{self.log_level!r}")  # fmt: skip
 
 
 @dataclass
@@ -113,7 +146,37 @@ class UIConfig:
 
 @dataclass
 class TagsConfig:
-    """Reserved for tagging (a later issue adds its fields)."""
+    """Zero-shot tags of indexed photos (``clipsearch tag``, ``tags``, ``export``, ``duplicates``).
+
+    The vocabulary is ``vocabulary`` (an inline mapping), else the YAML file ``file``, else the
+    built-in one (schema: :mod:`indexer.tagging`). ``top_n`` overrides the vocabulary's cap on
+    tags per image (null: the vocabulary's; 0: no limit).
+    """
+
+    file: str | None = None
+    vocabulary: dict | None = None
+    safety: bool = False
+    auto: bool = True
+    top_n: int | None = None
+    xmp_naming: str = "append"
+    duplicate_threshold: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.file is not None and self.vocabulary is not None:
+            raise ConfigError("tags: set either tags.file or tags.vocabulary, not both")
+        if self.file is not None and not self.file.strip():
+            raise ConfigError("tags.file: must not be empty (null: the built-in vocabulary)")
+        if self.top_n is not None and self.top_n < 0:
+            raise ConfigError(f"tags.top_n: expected 0 (no limit) or more, got {self.top_n}")
+        if self.xmp_naming not in ("append", "replace"):
+            raise ConfigError(
+                f"tags.xmp_naming: expected append or replace, got {self.xmp_naming!r}"
+            )
+        if not -1.0 <= self.duplicate_threshold <= 1.0:
+            raise ConfigError(
+                f"tags.duplicate_threshold: expected a cosine in [-1, 1], got "
+                f"{self.duplicate_threshold}"
+            )
 
 
 @dataclass
@@ -202,6 +265,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return value
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import NullPool
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -96,17 +96,47 @@ class TombstoneRow(Base):
     gen: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
+class TagRow(Base):
+    """One tag of one image (schema 2): every tag that passes its threshold, uncapped (the
+    vocabulary's ``top_n`` is applied when reading). Rows go with the image's vector."""
+
+    __tablename__ = "tags"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tag: Mapped[str] = mapped_column(String, primary_key=True)
+    score: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class TagDefRow(Base):
+    """The fingerprint of each tag's definition the ``tags`` rows were scored with."""
+
+    __tablename__ = "tag_defs"
+    tag: Mapped[str] = mapped_column(String, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
 Index("ix_vectors_gen", VectorRow.gen)
 Index("ix_tombstones_gen", TombstoneRow.gen)
 Index("ix_images_status", ImageRow.status)
+Index("ix_tags_tag", TagRow.tag)
+
+_TAG_TABLES = (TagRow.__tablename__, TagDefRow.__tablename__)
 
 
 def _v1(conn: Connection) -> None:
-    Base.metadata.create_all(conn)
+    Base.metadata.create_all(
+        conn, tables=[t for t in Base.metadata.sorted_tables if t.name not in _TAG_TABLES]
+    )
+
+
+def _v2(conn: Connection) -> None:
+    """Schema 2: the ``tags`` and ``tag_defs`` tables (and the index on ``tags.tag``)."""
+    Base.metadata.create_all(
+        conn, tables=[t for t in Base.metadata.sorted_tables if t.name in _TAG_TABLES]
+    )
 
 
 # version -> function upgrading a database at version-1 to version (1 creates from scratch).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
 
 
 def make_engine(path: Path, writer: bool) -> Engine:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +22,9 @@ from .config import Config
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+TEXT_CACHE_SIZE = 4096  # text embeddings kept per process (2 KB each at 512 dims)
 
 
 class EncoderUnavailableError(RuntimeError):
@@ -77,6 +80,18 @@ def thread_plan(cfg: Config) -> tuple[int, int]:
     return torch_threads, workers
 
 
+def effective_precision(configured: str, device: str) -> str:
+    """The precision "auto" means here: fp16 on CUDA; on CPU bf16 where the CPU computes it
+    natively (about 2x faster, embeddings within cosine 0.9999 of fp32), else fp32."""
+    if configured != "auto":
+        return configured
+    from clipmodel.api import cpu_has_native_bf16, resolve_device
+
+    if resolve_device(device).type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "auto"
+
+
 def _normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -89,6 +104,7 @@ class ClipEncoder:
     def __init__(self, model: Any, preprocess: Callable[[Any], Any], name: str):
         self.model = model
         self._preprocess = preprocess
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.image_resolution = int(model.image_resolution)
         settings = {"preprocess": repr(preprocess), "resolution": self.image_resolution}
         self.identity = ModelIdentity(
@@ -113,8 +129,9 @@ class ClipEncoder:
         cache = os.fspath(cfg.cache_dir) if cfg.cache_dir else None
         try:
             model, preprocess = clipmodel.load(
-                source, device=cfg.model.device, download_root=cache, precision=cfg.model.precision
-            )
+                source, device=cfg.model.device, download_root=cache,
+                precision=effective_precision(cfg.model.precision, cfg.model.device),
+            )  # fmt: skip
         except clipmodel.CheckpointUnavailableError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EncoderUnavailableError(first) from None
@@ -140,13 +157,29 @@ class ClipEncoder:
         return _normalize(out)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Normalised text embeddings; repeated texts come from a bounded LRU cache."""
         import torch
 
         import clipmodel
 
-        with torch.inference_mode():
-            out = clipmodel.encode_text_long(self.model, list(texts)).float().cpu().numpy()
-        return _normalize(out)
+        texts = list(texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
+        if missing:
+            with torch.inference_mode():
+                out = _normalize(
+                    clipmodel.encode_text_long(self.model, missing).float().cpu().numpy()
+                )
+            for text, vec in zip(missing, out):
+                self._text_cache[text] = vec
+        for text in texts:
+            self._text_cache.move_to_end(text)
+        while len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return (
+            np.stack([self._text_cache[t] for t in texts])
+            if texts
+            else np.empty((0, self.identity.embed_dim), np.float32)
+        )
 
 
 class HashEncoder:

@@ -234,7 +234,7 @@ def write_thumbnail(img: Image.Image, dest: Path, size: int) -> None:
     box = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     thumb = img.resize(box, Image.Resampling.BICUBIC, reducing_gap=2.0) if scale < 1 else img
     buf = io.BytesIO()
-    thumb.convert("RGB").save(buf, "JPEG", quality=85, optimize=True)
+    thumb.convert("RGB").save(buf, "JPEG", quality=85)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(buf.getvalue())

@@ -35,13 +35,21 @@ from .pipeline import Indexer, IndexReport
 from .scan import check_roots
 from .search import SearchEngine, SearchResults
 from .store import IndexMissingError, IndexStore, Record
+from .tag_store import TaggingMixin
+from .vector_index import set_threads as set_faiss_threads
+from .watch_status import read_status as read_watch_status
+from .watch_status import watch_status
 
 CURRENT_NAME = "CURRENT"
 THUMBS_NAME = "thumbs"
 
 
-class Library:
-    """An index directory opened for reading, or for writing (holding the writer lock)."""
+class Library(TaggingMixin):
+    """An index directory opened for reading, or for writing (holding the writer lock).
+
+    Tags (:class:`indexer.tag_store.TaggingMixin`): ``tag()``, ``tag_counts()``,
+    ``image_tags(id)``, ``ids_with_tags(tags)``, ``duplicates(threshold)``.
+    """
 
     def __init__(self, cfg: Config, writer: bool = False, encoder: Encoder | None = None):
         self.cfg = cfg
@@ -53,7 +61,11 @@ class Library:
         self._store: IndexStore | None = None
         self._current_sig: tuple | None = None
         self._mutex = threading.RLock()  # one Library may be shared by threads (e.g. the UI)
-        self.search_engine = SearchEngine(self._get_store, self.encoder)
+        self.search_engine = SearchEngine(self._get_store, self.encoder, self.ids_with_tags)
+        if not writer:
+            # One query at a time: a single FAISS thread is as fast and never stalls on an
+            # OpenMP barrier while another process (a running indexer) holds the other core.
+            set_faiss_threads(1)
 
     @classmethod
     def open(cls, cfg: Config, writer: bool = False, encoder: Encoder | None = None) -> Library:
@@ -154,7 +166,10 @@ class Library:
     def encoder(self) -> Encoder:
         """The configured model (loaded on first use)."""
         if self._encoder is None:
-            self._encoder = ClipEncoder.from_config(self.cfg, thread_plan(self.cfg)[0])
+            # Readers (UI, CLI search) encode one query at a time, often beside a running
+            # indexer: one thread avoids OpenMP stalls when the other core is busy.
+            threads = thread_plan(self.cfg)[0] if self.writer else 1
+            self._encoder = ClipEncoder.from_config(self.cfg, threads)
         return self._encoder
 
     # ----------------------------------------------------------------- writing
@@ -162,17 +177,30 @@ class Library:
         if not self.writer:
             raise PermissionError("this Library was opened read-only")
 
-    def index(self, paths: list[str] | None = None, progress: bool = True) -> IndexReport:
+    def index(
+        self,
+        paths: list[str] | None = None,
+        progress: bool = True,
+        skip_missing_roots: bool = False,
+        stop=None,  # noqa: ANN001 - Callable[[], bool] | None
+    ) -> IndexReport:
         """Bring the index up to date with the library roots (or only ``paths`` inside them).
 
         ``paths`` may name files or folders that no longer exist: their rows are removed (the
         watch daemon passes both ends of a move, and the row follows the file).
+        ``skip_missing_roots``: index the roots that are there and keep the rows of missing
+        (offline) ones, instead of failing. ``stop()`` returning True ends the run early,
+        after the current model batch (see :class:`indexer.pipeline.Indexer`).
         """
         self._require_writer()
-        check_roots(self.cfg.roots)  # before the (slow) model load
+        if not skip_missing_roots:
+            check_roots(self.cfg.roots)  # before the (slow) model load
         encoder = self.encoder()
         self.store.check_model(encoder.identity)
-        report = Indexer(self.store, encoder, self.cfg, self.thumb_dir).run(paths, progress)
+        tagger = self._auto_tagger(encoder)
+        indexer = Indexer(self.store, encoder, self.cfg, self.thumb_dir, tagger)
+        indexer.skip_missing_roots, indexer.stop = skip_missing_roots, stop
+        report = indexer.run(paths, progress)
         if not paths and (report.removed or report.updated):
             self.collect_thumbnails()
         return report
@@ -204,7 +232,8 @@ class Library:
         shutil.rmtree(self.dir / name, ignore_errors=True)  # an interrupted attempt
         new = IndexStore(self.dir / name, writer=True, kind=self.cfg.index.kind)
         try:
-            report = Indexer(new, encoder, self.cfg, self.thumb_dir).run(None, progress)
+            tagger = self._auto_tagger(encoder)
+            report = Indexer(new, encoder, self.cfg, self.thumb_dir, tagger).run(None, progress)
         except BaseException:
             new.close()
             raise
@@ -221,6 +250,22 @@ class Library:
         kwargs.setdefault("k", self.cfg.search.top_k)
         kwargs.setdefault("threshold", self.cfg.search.threshold)
         kwargs.setdefault("adaptive", self.cfg.search.adaptive)
+        offline = self.offline_roots()
+        if not offline:
+            return self._search(query, **kwargs)
+        # Images of offline roots (an unplugged drive) keep their rows but are left out of
+        # results: fetch more until k results from online roots are found (or none are left).
+        k, fetch = kwargs["k"], kwargs["k"]
+        while True:
+            res = self._search(query, **{**kwargs, "k": fetch})
+            hits = [h for h in res.hits if h.record.root not in offline]
+            if len(hits) >= k or len(res.hits) < fetch or fetch >= res.candidates:
+                break
+            fetch *= 4
+        res.hits = hits[:k]
+        return res
+
+    def _search(self, query: str | None, **kwargs) -> SearchResults:
         with self._mutex:
             try:
                 return self.search_engine.search(query, **kwargs)
@@ -229,6 +274,21 @@ class Library:
                     raise
             # A reindex swapped versions (and removed the old one) mid-query: retry on the new.
             return self.search_engine.search(query, **kwargs)
+
+    def offline_roots(self) -> set[str]:
+        """Roots the running watch service reports offline (missing: an unplugged drive, or
+        an empty mount point); their images are kept but left out of search results.
+        Without the service nothing is left out (``status()["roots"][i]["online"]`` tells)."""
+        watch = read_watch_status(self.dir)
+        if not watch or not watch.get("offline_roots") or not self.watch_status()["running"]:
+            return set()
+        return {str(r) for r in watch["offline_roots"]}
+
+    def watch_status(self) -> dict:
+        """The watch service: ``running``, ``pid``, ``state``, ``queue``, ``last_update``
+        (epoch seconds), ``errors`` (recent), ``offline_roots``, ``detail``; see
+        :mod:`indexer.watch_status`."""
+        return watch_status(self.dir)
 
     def get_image(self, image_id: int) -> Record | None:
         """The record of one image by id (None if unknown)."""
@@ -272,8 +332,14 @@ class Library:
                 "generation": store.index_gen,
             },
             "generation": store.generation(),
+            "watch": (watch := self.watch_status()),
             "roots": [
-                {"path": os.fspath(r), "indexed": n} for r, n in sorted(store.roots().items())
+                {
+                    "path": os.fspath(r),
+                    "indexed": n,
+                    "online": os.path.isdir(r) and r not in watch["offline_roots"],
+                }
+                for r, n in sorted(store.roots().items())
             ],
             "error_files": [{"id": r.id, "path": r.path, "error": r.error} for r in errors],
         }

@@ -76,11 +76,14 @@ class _Result:
     error: str | None = None
 
 
-def _targets(cfg: Config, paths: list[str] | None) -> list[tuple[Path, Path]]:
+def _targets(
+    cfg: Config, paths: list[str] | None, skip_missing_roots: bool = False
+) -> list[tuple[Path, Path]]:
     roots = [Path(os.path.abspath(r)) for r in cfg.roots]
-    check_roots(roots)
+    if not skip_missing_roots:
+        check_roots(roots)
     if not paths:
-        return [(r, r) for r in roots]
+        return [(r, r) for r in roots if r.is_dir()]
     out = []
     for p in paths:
         ap = Path(os.path.abspath(p))
@@ -95,12 +98,54 @@ def _under(path: bytes, prefixes: list[bytes]) -> bool:
     return any(path == p or path.startswith(p.rstrip(b"/") + b"/") for p in prefixes)
 
 
+def _under_any(prefixes: list[bytes]):
+    """A fast ``_under(path, prefixes)`` for many prefixes (watch batches pass hundreds):
+    looks up the path and each of its parent folders in a set, O(depth) per path."""
+    heads = {p.rstrip(b"/") for p in prefixes}
+    if b"" in heads:
+        return lambda path: True
+
+    def match(path: bytes) -> bool:
+        while path:
+            if path in heads:
+                return True
+            cut = path.rfind(b"/")
+            path = path[:cut] if cut > 0 else b""
+        return False
+
+    return match
+
+
+def offline_roots(cfg: Config) -> list[bytes]:
+    """Configured roots that are not there (an unplugged drive): their rows are never swept."""
+    return [os.fsencode(os.path.abspath(r)) for r in cfg.roots if not os.path.isdir(r)]
+
+
+def draft_target(resolution: int) -> int:
+    """Smallest side to ask libjpeg's DCT scaling for, for a model of input ``resolution``."""
+    return (3 * resolution + 1) // 2
+
+
 class Indexer:
     """Runs :meth:`run` over a writer :class:`IndexStore` with an :class:`Encoder`."""
 
-    def __init__(self, store: IndexStore, encoder: Encoder, cfg: Config, thumb_dir: Path):
+    # Set by the caller before run(): ``skip_missing_roots`` indexes the roots that are there
+    # (the watch daemon: a missing root is offline, its rows are kept); ``stop()`` returning
+    # True ends the run after the current model batch (committed; the sweep is left for the
+    # next run), and sets ``stopped``.
+    skip_missing_roots: bool = False
+    stop = None
+    stopped: bool = False
+
+    def __init__(
+        self, store: IndexStore, encoder: Encoder, cfg: Config, thumb_dir: Path, tagger=None
+    ):
         self.store, self.encoder, self.cfg, self.thumb_dir = store, encoder, cfg, thumb_dir
-        self.draft = max(encoder.image_resolution, cfg.index.thumbnail_size)
+        # tag_store.Tagger (tags.auto): tags each committed batch's vectors, catches up at the end
+        self.tagger = tagger
+        # JPEGs decode at the smallest DCT scale that still leaves 1.5x the model's input
+        # (bench/bench_fidelity.py: closer to 1x costs fidelity; 12 MP photos decode at 1/8).
+        self.draft = max(draft_target(encoder.image_resolution), cfg.index.thumbnail_size)
 
     def _process(self, work: _Work, allow_known: bool = True) -> _Result:
         """Worker thread: read, hash, and (when the content is new) decode and preprocess."""
@@ -140,7 +185,9 @@ class Indexer:
         t0 = time.monotonic()
         self._heif = setup_codecs()
         self.store.bind_model(self.encoder.identity)
-        targets = _targets(self.cfg, paths)
+        targets = _targets(self.cfg, paths, self.skip_missing_roots)
+        if self.tagger is not None:
+            self.tagger.start(self.store)
         found = walk(
             targets, self.cfg.library.extensions, self.cfg.library.follow_symlinks,
             exclude=[self.store.path.parent],
@@ -149,7 +196,8 @@ class Indexer:
         prefixes = [os.fsencode(s) for s, _ in targets]
         unlisted = [os.fsencode(u) for u in found.unlisted]
         # A full run also sweeps rows of roots no longer configured; a partial run only its paths.
-        rows = {r[1]: r for r in self.store.rows_for_scan() if not paths or _under(r[1], prefixes)}
+        in_targets = _under_any(prefixes)
+        rows = {r[1]: r for r in self.store.rows_for_scan() if not paths or in_targets(r[1])}
         self._known: dict[str, list[int]] = {}
         changes, work = Changes.empty(), []
         for e in found.entries:
@@ -164,15 +212,20 @@ class Indexer:
                 work.append(_Work(e, row[0] if row else None, row[5] if row else None,
                                   bool(row and row[4] == STATUS_OK)))  # fmt: skip
         # Rows whose file vanished (excluding unlistable folders): move candidates, then swept.
-        self._missing = {r[0]: r for k, r in rows.items() if not _under(k, unlisted)}
+        # Rows of offline roots (unplugged drive) are neither move candidates nor swept.
+        kept = _under_any(unlisted + offline_roots(self.cfg))
+        self._missing = {r[0]: r for k, r in rows.items() if not kept(k)}
         self._flush(changes, rep)  # stat-level errors first: their rows lose their vectors
         self._known = self.store.hashes_with_vectors()
         self._encode_all(work, rep, progress)
-        if self._missing:
+        if self._missing and not self.stopped:
+            gone = _under_any(offline_roots(self.cfg))  # a drive unplugged during the run
             changes = Changes.empty()
-            changes.deletes = sorted(self._missing)
+            changes.deletes = sorted(i for i, r in self._missing.items() if not gone(r[1]))
             rep.removed = len(changes.deletes)
             self._flush(changes, rep)
+        if self.tagger is not None:
+            self.tagger.finish(self.store)  # pending vectors; the full pass if tags changed
         self.store.maybe_rebuild_kind()
         self.store.save(force=True)
         rep.seconds = round(time.monotonic() - t0, 3)
@@ -194,6 +247,9 @@ class Indexer:
                 if len(batch) >= bs or len(changes) >= 4 * bs:
                     self._commit(changes, batch, rep)
                     changes, batch = Changes.empty(), []
+                    if self.stop is not None and self.stop():
+                        self.stopped = True  # the rest is left for the next run
+                        break
                 if bar is not None:
                     bar.update(1)
             self._commit(changes, batch, rep)
@@ -270,6 +326,8 @@ class Indexer:
         if not len(changes):
             return
         ids = self.store.apply(changes)
+        if self.tagger is not None:
+            self.tagger.after_commit(self.store)
         for up in changes.upserts:
             if up.get("status") == STATUS_OK and up.get("content_hash"):
                 lst = self._known.setdefault(up["content_hash"], [])

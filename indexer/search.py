@@ -3,7 +3,7 @@
 A query is a weighted sum of terms (``indexer.query`` syntax: ``beach + sunset - people``,
 ``2:dog``, ``img:/path.jpg``, ``id:123``) plus an optional example image (path, bytes or an
 indexed image id). Text of any length is encoded with ``clipmodel.encode_text_long``. Filters
-(folder, capture-date range) become an ``allowed_ids`` set computed in SQLite. Results are
+(folder, capture-date range, tags) become an ``allowed_ids`` set computed in SQLite. Results are
 joined with the image rows, so a vector whose row was just deleted is never returned.
 """
 
@@ -82,9 +82,16 @@ def parse_date(text: str | None, end: bool) -> str | None:
 class SearchEngine:
     """Runs searches against the active store; the encoder is only loaded for text/images."""
 
-    def __init__(self, get_store: Callable[[], IndexStore], get_encoder: Callable[[], Encoder]):
+    def __init__(
+        self,
+        get_store: Callable[[], IndexStore],
+        get_encoder: Callable[[], Encoder],
+        tag_ids: Callable[[list[str]], np.ndarray] | None = None,
+    ):
         self._get_store = get_store
         self._get_encoder = get_encoder
+        # ids of images carrying every given tag (the Library's: the vocabulary's top_n applied)
+        self._tag_ids = tag_ids
         self._checked: tuple[int, str] | None = None
         self._sample_key: tuple | None = None
         self._sample = np.zeros((0, 1), np.float32)
@@ -178,6 +185,7 @@ class SearchEngine:
         until: str | None = None,
         vector: np.ndarray | None = None,
         terms: list[query_mod.QueryTerm] | None = None,
+        tags: list[str] | tuple[str, ...] | None = None,
     ) -> SearchResults:
         """Top-``k`` images for a query; ``threshold`` drops low scores, ``adaptive`` cuts
         where the scores stop standing out from the library's; filters restrict candidates.
@@ -185,7 +193,8 @@ class SearchEngine:
         The query is ``query`` (text in :mod:`indexer.query` syntax) plus ``terms`` (already
         parsed, e.g. from ``query.merge_terms`` for a UI's "without" box) plus ``image`` (path,
         bytes or indexed id, weight 1); or a raw unit ``vector``. ``folder`` keeps images under
-        that folder; ``since``/``until`` keep images whose EXIF capture time is in the range.
+        that folder; ``since``/``until`` keep images whose EXIF capture time is in the range;
+        ``tags`` keeps images carrying every one of those tags.
         """
         if k < 1:
             raise QueryError("k must be at least 1")
@@ -202,6 +211,11 @@ class SearchEngine:
         allowed = None
         if folder is not None or lo or hi:
             allowed = store.filter_ids(os.fspath(folder) if folder else None, lo, hi)
+            if allowed.size == 0:
+                return SearchResults([], 0, "top_k", described)
+        if tags:
+            tagged = self._tagged_ids(store, list(tags))
+            allowed = tagged if allowed is None else np.intersect1d(allowed, tagged)
             if allowed.size == 0:
                 return SearchResults([], 0, "top_k", described)
         candidates = len(index) if allowed is None else int(allowed.size)
@@ -225,6 +239,14 @@ class SearchEngine:
             SearchHit(int(i), float(s), records[int(i)]) for s, i in zip(scores, ids, strict=True)
         ]
         return SearchResults(hits, candidates, cutoff, described)
+
+    def _tagged_ids(self, store: IndexStore, tags: list[str]) -> np.ndarray:
+        if self._tag_ids is not None:
+            return np.asarray(self._tag_ids(tags), dtype=np.int64)
+        from .tag_store import ids_with_tags
+        from .tagging import Vocabulary
+
+        return ids_with_tags(store.engine, Vocabulary(tags={}, top_n=None), tags)  # uncapped
 
 
 def _describe(image: object) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from . import db
-from .db import ImageRow, MetaRow, TombstoneRow, VectorRow
+from .db import ImageRow, MetaRow, TagRow, TombstoneRow, VectorRow
 from .encoder import ModelIdentity
 from .queries import Record, StoreQueries, chunks  # noqa: F401 - Record re-exported
 from .vector_index import VectorIndex, choose_kind, normalize
@@ -310,6 +310,7 @@ class IndexStore(StoreQueries):
             if changes.deletes:
                 for part in chunks(changes.deletes):
                     removed += self._drop_vectors(conn, list(part), gen)
+                    conn.execute(delete(TagRow).where(TagRow.image_id.in_(part)))
                     conn.execute(delete(ImageRow).where(ImageRow.id.in_(part)))
             db.set_meta(
                 conn, vector_count=conn.execute(select(func.count(VectorRow.image_id))).scalar()
@@ -327,6 +328,7 @@ class IndexStore(StoreQueries):
 
     def _put_vector(self, conn: Connection, image_id: int, vec: np.ndarray, gen: int) -> None:
         conn.execute(delete(VectorRow).where(VectorRow.image_id == image_id))
+        conn.execute(delete(TagRow).where(TagRow.image_id == image_id))  # scored on the old one
         conn.execute(insert(VectorRow).values(image_id=image_id, gen=gen, vector=_blob(vec)))
         conn.execute(delete(TombstoneRow).where(TombstoneRow.image_id == image_id))
 
@@ -335,6 +337,7 @@ class IndexStore(StoreQueries):
         had = had.scalars().all()
         if had:
             conn.execute(delete(VectorRow).where(VectorRow.image_id.in_(had)))
+            conn.execute(delete(TagRow).where(TagRow.image_id.in_(had)))  # tags go with vectors
             conn.execute(delete(TombstoneRow).where(TombstoneRow.image_id.in_(had)))
             conn.execute(insert(TombstoneRow), [{"image_id": i, "gen": gen} for i in had])
         return list(had)

@@ -74,9 +74,14 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return x
 
 
+# k-means sees at most this many points per list: training time stays ~linear in nlist, not in
+# the library size (1M x 512 trains in seconds instead of a quarter of an hour on 2 cores).
+TRAIN_POINTS_PER_LIST = 64
+
+
 def default_nlist(n: int) -> int:
-    """IVF list count for ``n`` training vectors: ~4*sqrt(n), with >= 39 points per list."""
-    return int(max(1, min(4 * math.sqrt(n), n // 39, 65_536)))
+    """IVF list count for ``n`` vectors: ~2*sqrt(n), with >= 39 points per list."""
+    return int(max(1, min(2 * math.sqrt(n), n // 39, 65_536)))
 
 
 def default_nprobe(nlist: int) -> int:
@@ -166,6 +171,10 @@ class VectorIndex:
                 faiss.ScalarQuantizer.QT_8bit,
                 faiss.METRIC_INNER_PRODUCT,
             )
+        cap = TRAIN_POINTS_PER_LIST * nlist
+        if len(x) > cap:
+            pick = np.random.default_rng(0).choice(len(x), cap, replace=False)
+            x = x[np.sort(pick)]
         index.train(x)
         index.nprobe = self._nprobe(nlist)
         index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct/remove by id

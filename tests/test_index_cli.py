@@ -18,7 +18,7 @@ from .indexer_helpers import REPO, cli_env, copy_images, run_cli, version_dir, w
 RESULT_KEYS = {"rank", "id", "path", "score", "root", "width", "height", "taken_at", "camera",
                "size", "content_hash", "thumbnail"}  # fmt: skip
 STATUS_KEYS = {"index_dir", "version", "model", "images", "indexed", "errors", "vectors", "faiss",
-               "generation", "roots", "error_files"}  # fmt: skip
+               "generation", "roots", "error_files", "watch"}  # fmt: skip
 REPORT_KEYS = {"scanned", "unchanged", "added", "updated", "touched", "moved", "copied", "errors",
                "removed", "encoded", "seconds", "images_per_second", "unlisted_folders"}  # fmt: skip
 
@@ -68,7 +68,7 @@ def test_index_search_status_json(library):
     assert set(status) == STATUS_KEYS
     assert status["indexed"] == status["vectors"] == status["faiss"]["count"] == 12
     assert status["model"]["embed_dim"] == 64 and len(status["model"]["checkpoint_sha256"]) == 64
-    assert status["roots"] == [{"path": str(photos[0].parent), "indexed": 12}]
+    assert status["roots"] == [{"path": str(photos[0].parent), "indexed": 12, "online": True}]
     text = run_cli(["status"], cfg)
     assert text.returncode == 0 and "12 indexed" in text.stdout
 

@@ -26,11 +26,12 @@ def _library(tmp_path, sample_images):
 def test_migration_runs_for_writers_only(tmp_path, sample_images, monkeypatch):
     cfg = _library(tmp_path, sample_images)
 
-    def v2(conn):
+    def v_next(conn):
         conn.execute(text("ALTER TABLE images ADD COLUMN rating INTEGER"))
 
-    monkeypatch.setattr(db, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(db.MIGRATIONS, 2, v2)
+    target = db.SCHEMA_VERSION + 1  # a future migration on top of the current schema
+    monkeypatch.setattr(db, "SCHEMA_VERSION", target)
+    monkeypatch.setitem(db.MIGRATIONS, target, v_next)
     with pytest.raises(db.SchemaError, match="run `clipsearch index` to migrate"):
         Library.open(cfg, encoder=HashEncoder())
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:  # migrates in place
@@ -39,7 +40,7 @@ def test_migration_runs_for_writers_only(tmp_path, sample_images, monkeypatch):
     cols = [r[1] for r in con.execute("PRAGMA table_info(images)")]
     version = con.execute("SELECT version FROM schema_version").fetchone()[0]
     con.close()
-    assert "rating" in cols and version == 2
+    assert "rating" in cols and version == target
     with Library.open(cfg, encoder=HashEncoder()) as lib:
         assert lib.status()["indexed"] == 3
 

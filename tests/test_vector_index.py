@@ -103,11 +103,25 @@ def test_choose_kind_thresholds():
 
 
 def test_default_ivf_sizes_are_bounded():
-    assert vi_mod.default_nlist(20_000) == 512  # 4*sqrt(n)=565, capped to n/39
-    assert vi_mod.default_nlist(1_000_000) == 4000
+    assert vi_mod.default_nlist(20_000) == 282  # 2*sqrt(n)
+    assert vi_mod.default_nlist(5_000) == 128  # 2*sqrt(n)=141, capped to n/39
+    assert vi_mod.default_nlist(1_000_000) == 2000
     assert vi_mod.default_nlist(10) == 1
     assert vi_mod.default_nprobe(4000) == 256
     assert vi_mod.default_nprobe(8) == 8
+
+
+def test_ivf_training_uses_a_bounded_sample():
+    """k-means sees at most TRAIN_POINTS_PER_LIST points per list, and the index still works."""
+    rng = np.random.default_rng(3)
+    centers = rng.standard_normal((50, 32))
+    x = centers[rng.integers(0, 50, 6000)] + 0.1 * rng.standard_normal((6000, 32))
+    ids = np.arange(6000, dtype=np.int64)
+    idx = VectorIndex.build(ids, x, kind="ivf", nlist=20)
+    assert vi_mod.TRAIN_POINTS_PER_LIST * 20 < len(x)  # the cap applied
+    assert len(idx) == 6000
+    scores, found = idx.search(x[:5], 1)
+    assert (found[:, 0] == ids[:5]).all()
 
 
 def test_set_threads_validates_and_applies():

@@ -1,0 +1,116 @@
+"""Fidelity of the indexing fast paths against the exact path, on real photos.
+
+    .venv/bin/python -m bench.bench_fidelity                       # random ViT-B/32
+    .venv/bin/python -m bench.bench_fidelity --weights ViT-B-32.pt # the same check on real weights
+
+Exact path: full JPEG decode + clipmodel's official preprocessing, model in fp32. Fast paths:
+JPEG draft decoding (libjpeg DCT scaling) before the same preprocessing, and/or the model in
+bf16. Reports the model input's mean/max absolute pixel difference and the embedding cosine
+(min and median) to the exact path. Fast paths are on by default only where cosine >= 0.999.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import clipmodel as clip
+from indexer.images import decode
+from indexer.pipeline import draft_target
+
+from .bench_index import CACHE
+from .datasets import coco_photos, make_large_jpegs
+
+
+def inputs(paths: list[Path], preprocess, draft: int | None) -> torch.Tensor:
+    out = []
+    for p in paths:
+        if draft is None:
+            out.append(preprocess(Image.open(p)))
+        else:
+            out.append(preprocess(decode(p.read_bytes(), 10**9, draft).image))
+    return torch.stack(out)
+
+
+@torch.inference_mode()
+def embed(model, x: torch.Tensor) -> torch.Tensor:
+    chunks = [model.encode_image(x[i : i + 32]) for i in range(0, len(x), 32)]
+    return F.normalize(torch.cat(chunks).float(), dim=-1)
+
+
+def run(weights: Path, datasets: dict[str, list[Path]]) -> list[dict]:
+    m32, preprocess = clip.load(weights, device="cpu", precision="fp32")
+    m16, _ = clip.load(weights, device="cpu", precision="bf16")
+    draft = max(draft_target(m32.image_resolution), 256)  # as the indexing pipeline does
+    rows = []
+    for name, paths in datasets.items():
+        exact_x = inputs(paths, preprocess, None)
+        fast_x = inputs(paths, preprocess, draft)
+        diff = (fast_x - exact_x).abs()
+        # Pixel differences in 0..255 units of the un-normalised image.
+        std = torch.tensor(clip.preprocess.STD).view(1, 3, 1, 1)
+        diff255 = diff * std * 255
+        ref = embed(m32, exact_x)
+        for variant, model, x in [
+            ("bf16 model", m16, exact_x),
+            ("draft decode", m32, fast_x),
+            ("draft + bf16 (default)", m16, fast_x),
+        ]:
+            cos = (embed(model, x) * ref).sum(-1)
+            pixel = variant != "bf16 model"
+            rows.append(
+                {
+                    "dataset": name,
+                    "images": len(paths),
+                    "fast path": variant,
+                    "pixel_mean_abs": float(diff255.mean()) if pixel else 0.0,
+                    "pixel_max_abs": float(diff255.max()) if pixel else 0.0,
+                    "cos_min": float(cos.min()),
+                    "cos_median": float(statistics.median(cos.tolist())),
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--weights", help="checkpoint (default: a random ViT-B/32)")
+    ap.add_argument("--web", type=int, default=100)
+    ap.add_argument("--large", type=int, default=40)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    if args.weights:
+        weights = Path(args.weights)
+    else:
+        from tests.checkpoints import write_random_checkpoint
+
+        weights = CACHE / "vit-b-32-random.pt"
+        if not weights.exists():
+            write_random_checkpoint(weights, "ViT-B/32", seed=1)
+    datasets = {"web size (coco-mini)": coco_photos(args.web)}
+    if args.large:
+        datasets["12 MP JPEG"] = make_large_jpegs(CACHE / "large-12mp", args.large)
+    rows = run(weights, datasets)
+    print(f"checkpoint: {weights}; exact path = full decode + official preprocessing + fp32")
+    print("| dataset | fast path | pixel diff mean / max (0-255) | cosine min / median |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['dataset']} ({r['images']}) | {r['fast path']} | "
+            f"{r['pixel_mean_abs']:.2f} / {r['pixel_max_abs']:.1f} | "
+            f"{r['cos_min']:.5f} / {r['cos_median']:.5f} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    worst = min(r["cos_min"] for r in rows)
+    print(f"worst cosine {worst:.5f}: {'meets' if worst >= 0.999 else 'FAILS'} the 0.999 bar")
+
+
+if __name__ == "__main__":
+    main()

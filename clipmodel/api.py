@@ -34,6 +34,19 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
+def _release_memory() -> None:
+    """Give the heap freed by checkpoint loading back to the OS (glibc keeps it otherwise:
+    loading ViT-B/32 in bf16 would leave ~1 GB of resident memory behind)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to do
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``/"auto" -> CUDA when available else CPU."""
     if device is None or str(device) == "auto":
@@ -94,9 +107,12 @@ def load(
     model = build_model(ckpt.state_dict, **overrides)
     dev = resolve_device(device)
     model = model.to(device=dev, dtype=resolve_dtype(precision, dev))
+    sha256, fmt = ckpt.sha256, ckpt.format
+    del ckpt
+    _release_memory()
     model.model_name = model_name
-    model.checkpoint_sha256 = ckpt.sha256
-    model.checkpoint_format = ckpt.format
+    model.checkpoint_sha256 = sha256
+    model.checkpoint_format = fmt
     model.checkpoint_path = str(path)
     model.architecture = describe(model.config)
     return model, Preprocess(model.image_resolution)

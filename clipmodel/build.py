@@ -87,7 +87,8 @@ def build_model(state_dict: Mapping[str, torch.Tensor], **overrides) -> CLIP:
     """
     sd = {k: v for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
     config = infer_config(sd, **overrides)
-    model = CLIP(config)
+    with torch.device("meta"):  # no memory: the checkpoint's tensors are adopted below
+        model = CLIP(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
@@ -113,7 +114,9 @@ def build_model(state_dict: Mapping[str, torch.Tensor], **overrides) -> CLIP:
             f"checkpoint does not match the inferred architecture {describe(config)}: "
             + " | ".join(problems)
         )
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, assign=True
+    )
     return model.float().eval()
 
 

@@ -58,34 +58,47 @@ def embed_images(
 
 
 @torch.no_grad()
-def encode_text_long(model: CLIP, texts: Sequence[str], stride: int | None = None) -> torch.Tensor:
+def encode_text_long(
+    model: CLIP, texts: Sequence[str], stride: int | None = None, batch_size: int = 256
+) -> torch.Tensor:
     """Normalised embeddings of texts of any length (N, D).
 
     Text that fits the context is encoded as is. Longer text is cut into windows of
     ``context_length - 2`` tokens (overlapping by ``stride``, default half a window), each
     wrapped in start/end tokens and encoded; the normalised window embeddings are averaged,
-    weighted by window length, and renormalised.
+    weighted by window length, and renormalised. All windows of all texts are encoded
+    together in batches.
     """
     tok = get_tokenizer()
     n_ctx = model.context_length
     width = n_ctx - 2
     step = stride or max(1, width // 2)
-    out = []
-    for text in texts:
+    windows: list[list[int]] = []
+    owner: list[int] = []
+    for i, text in enumerate(texts):
         ids = tok.encode(text)
         starts = [0] if len(ids) <= width else list(range(0, len(ids) - width + step, step))
-        windows = [ids[s : s + width] for s in starts]
-        windows = [w for w in windows if w] or [[]]
-        tokens = torch.zeros(len(windows), n_ctx, dtype=torch.int)
-        for i, w in enumerate(windows):
-            seq = [tok.sot_token, *w, tok.eot_token]
-            tokens[i, : len(seq)] = torch.tensor(seq, dtype=torch.int)
-        emb = F.normalize(model.encode_text(tokens.to(_device(model))).float(), dim=-1)
-        weights = torch.tensor(
-            [max(len(w), 1) for w in windows], dtype=emb.dtype, device=emb.device
-        )
-        out.append(F.normalize((emb * weights[:, None]).sum(0), dim=-1))
-    return torch.stack(out) if out else torch.empty(0, model.embed_dim)
+        for s in starts:
+            windows.append(ids[s : s + width])
+            owner.append(i)
+    if not windows:
+        return torch.empty(0, model.embed_dim)
+    # Similar lengths together: each batch is trimmed to its longest sequence.
+    order = sorted(range(len(windows)), key=lambda j: len(windows[j]))
+    emb = torch.empty(len(windows), model.embed_dim)
+    for lo in range(0, len(order), batch_size):
+        part = order[lo : lo + batch_size]
+        tokens = torch.zeros(len(part), n_ctx, dtype=torch.int)
+        for row, j in enumerate(part):
+            seq = [tok.sot_token, *windows[j], tok.eot_token]
+            tokens[row, : len(seq)] = torch.tensor(seq, dtype=torch.int)
+        out = model.encode_text(tokens.to(_device(model))).float().cpu()
+        emb[part] = F.normalize(out, dim=-1)
+    weights = torch.tensor([max(len(w), 1) for w in windows], dtype=emb.dtype)
+    sums = torch.zeros(len(texts), model.embed_dim).index_add_(
+        0, torch.tensor(owner), emb * weights[:, None]
+    )
+    return F.normalize(sums, dim=-1)
 
 
 def zeroshot_classifier(

@@ -18,10 +18,12 @@ one tag never rewrites other tags' rows. :class:`Tagger` is the indexing hook, a
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,18 +59,53 @@ class TagReport:
 
 # --------------------------------------------------------------------------- embeddings
 class EmbeddingCache:
-    """Tag embeddings by (model, tag, ensemble texts): text is encoded once per definition."""
+    """Tag embeddings by (model, tag, ensemble texts): text is encoded once per definition.
 
-    def __init__(self) -> None:
+    With ``directory``, embeddings also persist there (one ``.npy`` per key, written
+    atomically), so each ``index`` run does not re-encode the whole vocabulary.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
         self._cache: dict[tuple, np.ndarray] = {}
         self.texts_encoded = 0
+        self.directory = directory
+
+    def _file(self, key: tuple) -> Path | None:
+        if self.directory is None:
+            return None
+        return self.directory / (hashlib.sha256(repr(key).encode()).hexdigest() + ".npy")
+
+    def _load(self, key: tuple) -> bool:
+        path = self._file(key)
+        if path is None or not path.exists():
+            return False
+        try:
+            self._cache[key] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def _save(self, key: tuple, emb: np.ndarray) -> None:
+        path = self._file(key)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.asarray(emb, dtype=np.float32), allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a cache: failing to write it only costs re-encoding next time
 
     def get(
         self, vocab: tg.Vocabulary, embed: EmbedTexts, names: Iterable[str], model: str = ""
     ) -> dict[str, np.ndarray]:
         specs = [vocab.tags[n] for n in dict.fromkeys(names)]
         key = {s.name: (model, s.name, tuple(vocab.texts_for(s))) for s in specs}
-        missing = [s.name for s in specs if key[s.name] not in self._cache]
+        missing = [
+            s.name for s in specs if key[s.name] not in self._cache and not self._load(key[s.name])
+        ]
         if missing:
 
             def counted(texts: list[str]) -> np.ndarray:
@@ -77,6 +114,7 @@ class EmbeddingCache:
 
             for name, emb in tg.tag_embeddings(vocab, counted, tags=missing).items():
                 self._cache[key[name]] = emb
+                self._save(key[name], emb)
         return {s.name: self._cache[key[s.name]] for s in specs}
 
 
@@ -383,7 +421,7 @@ class TaggingMixin:
     def _tag_cache(self) -> EmbeddingCache:
         cache = getattr(self, "_tag_embedding_cache", None)
         if cache is None:
-            cache = self._tag_embedding_cache = EmbeddingCache()
+            cache = self._tag_embedding_cache = EmbeddingCache(self.dir / "tag_embeddings")
         return cache
 
     def _auto_tagger(self, encoder: Any) -> Tagger | None:

@@ -24,8 +24,7 @@ import clipmodel as clip
 from indexer.images import decode
 from indexer.pipeline import draft_target
 
-from .bench_index import CACHE
-from .datasets import coco_photos, make_large_jpegs
+from .datasets import CACHE, benchmark_weights, coco_photos, make_large_jpegs
 
 
 def inputs(paths: list[Path], preprocess, draft: int | None) -> torch.Tensor:
@@ -85,14 +84,7 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=40)
     ap.add_argument("--json")
     args = ap.parse_args()
-    if args.weights:
-        weights = Path(args.weights)
-    else:
-        from tests.checkpoints import write_random_checkpoint
-
-        weights = CACHE / "vit-b-32-random.pt"
-        if not weights.exists():
-            write_random_checkpoint(weights, "ViT-B/32", seed=1)
+    weights = benchmark_weights(args.weights)
     datasets = {"web size (coco-mini)": coco_photos(args.web)}
     if args.large:
         datasets["12 MP JPEG"] = make_large_jpegs(CACHE / "large-12mp", args.large)

@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .datasets import coco_photos, make_large_jpegs
+from .datasets import CACHE, benchmark_weights, coco_photos, make_large_jpegs
 from .seed_recipe import seed_recipe
 
 REPO = Path(__file__).resolve().parent.parent
-CACHE = REPO / ".bench"
 VARIANTS = {
     # name -> config overrides (model.* and index.*)
     "exact fp32": {"model": {"precision": "fp32"}, "index": {"jpeg_draft": False}},
@@ -97,14 +96,7 @@ def main() -> None:
     ap.add_argument("--seed-n", type=int, default=60, help="images the seed recipe encodes")
     ap.add_argument("--json", help="write the rows to this file")
     args = ap.parse_args()
-    if args.weights:
-        weights = Path(args.weights)
-    else:
-        from tests.checkpoints import write_random_checkpoint
-
-        weights = CACHE / "vit-b-32-random.pt"
-        if not weights.exists():
-            write_random_checkpoint(weights, "ViT-B/32", seed=1)
+    weights = benchmark_weights(args.weights)
     rows = []
     if args.large:
         large = make_large_jpegs(CACHE / "large-12mp", args.large)

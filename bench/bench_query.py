@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .datasets import CACHE, benchmark_weights
+
 REPO = Path(__file__).resolve().parent.parent
-CACHE = REPO / ".bench"
 QUERIES = [
     "kids on a beach at sunset", "a dog catching a frisbee", "snowy mountains", "birthday cake",
     "a red car in the rain", "people dancing at a wedding", "a cat asleep on a sofa",
@@ -140,14 +141,8 @@ def main() -> None:
         data = np.load(args.measure[1])
         print(json.dumps(measure(Path(args.measure[0]), args.queries, data["q"], data["t"])))
         return
-    if args.weights:
-        weights = Path(args.weights)
-    else:
-        from tests.checkpoints import write_random_checkpoint
-
-        weights = CACHE / "vit-b-32-random.pt"
-        if not weights.exists():
-            write_random_checkpoint(weights, "ViT-B/32", seed=1)
+    weights = benchmark_weights(args.weights)
+    CACHE.mkdir(exist_ok=True)
     import faiss
 
     import clipmodel

@@ -8,6 +8,20 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 COCO = REPO.parent / "shared" / "datasets" / "coco-mini"
+CACHE = REPO / ".bench"  # generated inputs and checkpoints (git-ignored)
+
+
+def benchmark_weights(path: str | None) -> Path:
+    """The checkpoint to benchmark: ``path`` if given, else a cached random full-size ViT-B/32
+    (built with OpenAI's reference class, as the tests do)."""
+    if path:
+        return Path(path)
+    weights = CACHE / "vit-b-32-random.pt"
+    if not weights.exists():
+        from tests.checkpoints import write_random_checkpoint
+
+        write_random_checkpoint(weights, "ViT-B/32", seed=1)
+    return weights
 
 
 def coco_photos(limit: int | None = None) -> list[Path]:

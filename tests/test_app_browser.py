@@ -135,10 +135,13 @@ def _shoot(page, tmp_path: Path, name: str, publish: bool = True) -> Path:
     return path
 
 
+# Counted in the same evaluation that checks them: a separate count afterwards could see a
+# grid that Streamlit is re-rendering.
 _IMAGES_LOADED = """(min) => {
     const imgs = [...document.querySelectorAll('section.main [data-testid="stImage"] img,'
                                                + ' [data-testid="stMain"] [data-testid="stImage"] img')];
-    return imgs.length >= min && imgs.every(i => i.complete && i.naturalWidth > 0);
+    const ready = imgs.length >= min && imgs.every(i => i.complete && i.naturalWidth > 0);
+    return ready ? imgs.length : false;
 }"""
 
 
@@ -149,11 +152,8 @@ def _wait_idle(page) -> None:
 
 
 def _rendered_images(page, at_least: int) -> int:
-    page.wait_for_function(_IMAGES_LOADED, arg=at_least, timeout=60_000)
-    return page.evaluate(
-        """() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stImage"] img')]
-                 .filter(i => i.naturalWidth > 0).length"""
-    )
+    """Number of result images, once at least ``at_least`` are all loaded (60 s at most)."""
+    return page.wait_for_function(_IMAGES_LOADED, arg=at_least, timeout=60_000).json_value()
 
 
 def test_search_upload_more_like_this_in_chromium(server, browser, tmp_path):

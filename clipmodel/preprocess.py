@@ -62,14 +62,14 @@ def to_supported_mode(img: Image.Image) -> Image.Image:
     """Convert modes PIL cannot bicubic-resize well (P, CMYK, I;16, LA, ...) to RGB/RGBA first."""
     if img.mode in _NATIVE_MODES:
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # Scale to 8 bits by the range the values use: 0-1 (float), 0-255, or 16-bit.
         arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        return Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
-        return Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8), "L")
+        peak = arr.max(initial=0)
+        top = 65535.0 if img.mode.startswith("I;16") or peak > 255 else 255.0
+        if img.mode == "F" and peak <= 1.0:
+            top = 1.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if img.mode in ("P", "PA") and ("transparency" in img.info or img.mode == "PA"):
         return img.convert("RGBA")
     if img.mode in ("LA", "La", "RGBa"):

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from clipmodel.preprocess import to_supported_mode
+
 HASH_NAME = "blake2b-256"
 _EXIF_IFD = 0x8769
 _TAG_DATETIME_ORIGINAL = 36867
@@ -202,23 +204,8 @@ def decode(data: bytes, max_pixels: int, draft_size: int | None = None) -> Decod
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB for any mode: 16-bit scaled down, palette/alpha flattened as PIL's convert does."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        import numpy as np
-
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        if img.mode == "F" and arr.max(initial=0) <= 1.0:
-            top = 1.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
-    if img.mode in ("P", "PA") and ("transparency" in img.info or img.mode == "PA"):
-        img = img.convert("RGBA")
-    if img.mode in ("LA", "La", "RGBa", "PA"):
-        img = img.convert("RGBA")
-    return img.convert("RGB")
+    """RGB for any mode: 16-bit/float scaled down, palette/alpha flattened as PIL's convert does."""
+    return img if img.mode == "RGB" else to_supported_mode(img).convert("RGB")
 
 
 def thumbnail_file(thumb_dir: Path, digest: str) -> Path:

@@ -58,12 +58,13 @@ def _model_key(cfg: Config) -> tuple:
     except OSError:
         wstat = -1
     return (cfg.model.name, os.fspath(w) if w else None, wstat, cfg.model.device,
-            cfg.model.precision, os.fspath(cfg.cache_dir) if cfg.cache_dir else None)  # fmt: skip
+            cfg.model.precision, cfg.model.backend,
+            os.fspath(cfg.cache_dir) if cfg.cache_dir else None)  # fmt: skip
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load_encoder(key: tuple, _cfg: Config) -> ClipEncoder:
-    return ClipEncoder.from_config(_cfg, thread_plan(_cfg)[0])
+    return ClipEncoder.from_config(_cfg, thread_plan(_cfg).model_threads)
 
 
 def get_encoder(cfg: Config) -> ClipEncoder:

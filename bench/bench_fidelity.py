@@ -3,10 +3,12 @@
     .venv/bin/python -m bench.bench_fidelity                       # random ViT-B/32
     .venv/bin/python -m bench.bench_fidelity --weights ViT-B-32.pt # the same check on real weights
 
-Exact path: full JPEG decode + clipmodel's official preprocessing, model in fp32. Fast paths:
-JPEG draft decoding (libjpeg DCT scaling) before the same preprocessing, and/or the model in
-bf16. Reports the model input's mean/max absolute pixel difference and the embedding cosine
-(min and median) to the exact path. Fast paths are on by default only where cosine >= 0.999.
+Exact path: full JPEG decode + clipmodel's official preprocessing, model in fp32 (torch).
+Fast paths: JPEG draft decoding (libjpeg DCT scaling) before the same preprocessing, the model
+in bf16 (torch), and the int8 ONNX Runtime encoders (clipmodel.onnx_backend, the default on
+CPU when installed). Reports the model input's mean/max absolute pixel difference and the
+embedding cosine (min and median) to the exact path, for images and for real captions (the
+text encoder serves queries and tags). Fast paths are on by default only where cosine >= 0.999.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 from pathlib import Path
 
 import torch
@@ -43,9 +46,18 @@ def embed(model, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(torch.cat(chunks).float(), dim=-1)
 
 
-def run(weights: Path, datasets: dict[str, list[Path]]) -> list[dict]:
+@torch.inference_mode()
+def embed_texts(model, captions: list[str]) -> torch.Tensor:
+    tokens = clip.tokenize(captions, truncate=True)
+    chunks = [model.encode_text(tokens[i : i + 64]) for i in range(0, len(tokens), 64)]
+    return F.normalize(torch.cat(chunks).float(), dim=-1)
+
+
+def run(weights: Path, datasets: dict[str, list[Path]], captions: list[str]) -> list[dict]:
     m32, preprocess = clip.load(weights, device="cpu", precision="fp32")
     m16, _ = clip.load(weights, device="cpu", precision="bf16")
+    cache = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
+    m8, _ = clip.load(weights, backend="onnxruntime", precision="int8", download_root=cache)
     draft = max(draft_target(m32.image_resolution), 256)  # as the indexing pipeline does
     rows = []
     for name, paths in datasets.items():
@@ -59,10 +71,12 @@ def run(weights: Path, datasets: dict[str, list[Path]]) -> list[dict]:
         for variant, model, x in [
             ("bf16 model", m16, exact_x),
             ("draft decode", m32, fast_x),
-            ("draft + bf16 (default)", m16, fast_x),
+            ("draft + bf16", m16, fast_x),
+            ("int8 onnxruntime model", m8, exact_x),
+            ("draft + int8 onnxruntime (default)", m8, fast_x),
         ]:
             cos = (embed(model, x) * ref).sum(-1)
-            pixel = variant != "bf16 model"
+            pixel = variant.startswith("draft")
             rows.append(
                 {
                     "dataset": name,
@@ -74,7 +88,23 @@ def run(weights: Path, datasets: dict[str, list[Path]]) -> list[dict]:
                     "cos_median": float(statistics.median(cos.tolist())),
                 }
             )
+    if captions:
+        ref = embed_texts(m32, captions)
+        for variant, model in [("bf16 text encoder", m16), ("int8 onnxruntime text (default)", m8)]:
+            cos = (embed_texts(model, captions) * ref).sum(-1)
+            rows.append({"dataset": "COCO captions", "images": len(captions), "fast path": variant,
+                         "pixel_mean_abs": 0.0, "pixel_max_abs": 0.0, "cos_min": float(cos.min()),
+                         "cos_median": float(statistics.median(cos.tolist()))})  # fmt: skip
     return rows
+
+
+def coco_captions(n: int) -> list[str]:
+    from .datasets import COCO
+
+    path = COCO / "annotations" / "captions_val2017.json"
+    if not path.exists():
+        return []
+    return [a["caption"] for a in json.loads(path.read_text())["annotations"][:n]]
 
 
 def main() -> None:
@@ -82,13 +112,14 @@ def main() -> None:
     ap.add_argument("--weights", help="checkpoint (default: a random ViT-B/32)")
     ap.add_argument("--web", type=int, default=100)
     ap.add_argument("--large", type=int, default=40)
+    ap.add_argument("--captions", type=int, default=500)
     ap.add_argument("--json")
     args = ap.parse_args()
     weights = benchmark_weights(args.weights)
     datasets = {"web size (coco-mini)": coco_photos(args.web)}
     if args.large:
         datasets["12 MP JPEG"] = make_large_jpegs(CACHE / "large-12mp", args.large)
-    rows = run(weights, datasets)
+    rows = run(weights, datasets, coco_captions(args.captions))
     print(f"checkpoint: {weights}; exact path = full decode + official preprocessing + fp32")
     print("| dataset | fast path | pixel diff mean / max (0-255) | cosine min / median |")
     print("|---|---|---|---|")

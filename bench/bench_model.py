@@ -1,10 +1,12 @@
-"""Model-level benchmark: image throughput, text latency and fast-path fidelity per precision.
+"""Model-level benchmark: image throughput, text latency and fast-path fidelity per runtime.
 
     .venv/bin/python -m bench.bench_model                       # random ViT-B/32 checkpoint
     .venv/bin/python -m bench.bench_model --weights ViT-B-32.pt # your real checkpoint
 
-Reports medians (and ratios to fp32) from one run; the fidelity columns compare each
-precision's L2-normalised embeddings of real photos and captions with the fp32 path.
+Runtimes: torch fp32 / bf16 (eager, SDPA) and ONNX Runtime fp32 / int8 (clipmodel's
+onnx_backend; its one-time export is timed separately). Reports medians (and ratios to torch
+fp32) from one run; the fidelity columns compare each runtime's L2-normalised embeddings of
+real photos and captions with the torch fp32 path.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ import clipmodel as clip
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO.parent / "shared" / "datasets" / "coco-mini" / "val2017"
 QUERIES = ["kids on a beach at sunset", "a dog", "a red car parked next to a river at night"]
+CAPTIONS = PHOTOS.parent / "annotations" / "captions_val2017.json"
+
+
+def texts(n: int = 200) -> list[str]:
+    """Real captions (COCO) for the text fidelity column, plus the queries."""
+    if not CAPTIONS.exists():
+        return QUERIES
+    return QUERIES + [a["caption"] for a in json.loads(CAPTIONS.read_text())["annotations"][:n]]
 
 
 def median_time(fn, repeats: int) -> float:
@@ -42,13 +52,32 @@ def random_checkpoint(arch: str) -> Path:
     return write_random_checkpoint(Path(tempfile.mkdtemp()) / "model.pt", arch, seed=1)
 
 
+VARIANTS = {  # name -> clipmodel.load arguments
+    "torch fp32": {"precision": "fp32"},
+    "torch bf16": {"precision": "bf16"},
+    "onnxruntime fp32": {"precision": "fp32", "backend": "onnxruntime"},
+    "onnxruntime int8": {"precision": "int8", "backend": "onnxruntime"},
+}
+
+
+def load_variant(weights: Path, variant: str, threads: int, cache: Path):
+    """(model, preprocess, seconds to load); ONNX variants export into ``cache`` if cold."""
+    start = time.perf_counter()
+    kwargs = dict(VARIANTS[variant])
+    if kwargs.get("backend") == "onnxruntime":
+        kwargs.update(download_root=cache, threads=threads)
+    model, preprocess = clip.load(weights, device="cpu", **kwargs)
+    return model, preprocess, time.perf_counter() - start
+
+
 @torch.inference_mode()
-def run(weights: Path, precisions: list[str], batch: int, threads: int, repeats: int) -> list[dict]:
+def run(weights: Path, variants: list[str], batch: int, threads: int, repeats: int) -> list[dict]:
     torch.set_num_threads(threads)
     photos = sorted(PHOTOS.glob("*.jpg"))[:batch]
     rows, reference = [], None
-    for precision in precisions:
-        model, preprocess = clip.load(weights, device="cpu", precision=precision)
+    cache = Path(tempfile.mkdtemp(prefix="bench-onnx-"))  # cold: the export is measured
+    for variant in variants:
+        model, preprocess, load_s = load_variant(weights, variant, threads, cache)
         images = torch.stack([preprocess(p) for p in photos]) if photos else None
         if images is None or len(images) < batch:
             images = torch.randn(batch, 3, model.image_resolution, model.image_resolution)
@@ -56,14 +85,17 @@ def run(weights: Path, precisions: list[str], batch: int, threads: int, repeats:
         tokens = clip.tokenize(QUERIES[:1])
         txt_s = median_time(lambda m=model, t=tokens: m.encode_text(t), repeats * 5)
         emb_i = F.normalize(model.encode_image(images).float(), dim=-1)
-        emb_t = F.normalize(model.encode_text(clip.tokenize(QUERIES)).float(), dim=-1)
+        emb_t = F.normalize(
+            model.encode_text(clip.tokenize(texts(), truncate=True)).float(), dim=-1
+        )
         if reference is None:
             reference = (emb_i, emb_t)
         cos_i = (emb_i * reference[0]).sum(-1)
         cos_t = (emb_t * reference[1]).sum(-1)
         rows.append(
             {
-                "precision": precision,
+                "runtime": variant,
+                "load_s": load_s,
                 "images_per_s": len(images) / img_s,
                 "text_ms": txt_s * 1000,
                 "image_cos_min": cos_i.min().item(),
@@ -80,21 +112,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--weights", help="checkpoint path (default: a random ViT-B/32)")
     ap.add_argument("--arch", default="ViT-B/32", help="architecture of the random checkpoint")
-    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=", ".join(VARIANTS))
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", help="write the rows to this file")
     args = ap.parse_args()
     weights = Path(args.weights) if args.weights else random_checkpoint(args.arch)
-    rows = run(weights, args.precisions.split(","), args.batch, args.threads, args.repeats)
+    rows = run(weights, args.variants.split(","), args.batch, args.threads, args.repeats)
     print(f"checkpoint: {weights}  batch {args.batch}  threads {args.threads}")
-    print("| precision | images/s | x fp32 | text query ms | image cos min | text cos min |")
-    print("|---|---|---|---|---|---|")
+    print("| runtime | images/s | x torch fp32 | text query ms | image cos min | text cos min "
+          "| load s (first, incl. export) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['precision']} | {r['images_per_s']:.1f} | {r['speedup']:.2f} | "
-            f"{r['text_ms']:.1f} | {r['image_cos_min']:.5f} | {r['text_cos_min']:.5f} |"
+            f"| {r['runtime']} | {r['images_per_s']:.1f} | {r['speedup']:.2f} | "
+            f"{r['text_ms']:.1f} | {r['image_cos_min']:.5f} | {r['text_cos_min']:.5f} | "
+            f"{r['load_s']:.1f} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

@@ -28,6 +28,8 @@ _EXPORTS = {
     "tokenize": "tokenizer",
     "Tokenizer": "tokenizer",
     "Preprocess": "preprocess",
+    "OnnxCLIP": "onnx_backend",
+    "onnxruntime_available": "onnx_backend",
     "transform": "preprocess",
     "embed_texts": "zeroshot",
     "embed_images": "zeroshot",

@@ -80,6 +80,8 @@ def load(
     precision: str = "auto",
     trust_archive: bool = False,
     activation: str | None = None,
+    backend: str = "torch",
+    threads: int | None = None,
 ) -> tuple[CLIP, Preprocess]:
     """Load a CLIP model and its preprocessing, as ``clip.load``.
 
@@ -89,7 +91,24 @@ def load(
     compatibility; the eager model is always returned. ``activation`` ("quick_gelu" or
     "gelu") overrides what the checkpoint implies: plain state dicts cannot tell, and
     non-OpenAI open_clip weights (e.g. LAION's) were trained with exact GELU.
+
+    ``backend="onnxruntime"`` (CPU only, extra ``clipsearch[onnx]``) returns an
+    :class:`~clipmodel.onnx_backend.OnnxCLIP` with the same ``encode_image``/``encode_text``:
+    int8 matrix products for ``precision`` "auto"/"int8", fp32 for "fp32". Its graphs are
+    exported once per checkpoint and cached under ``download_root``/onnx. ``threads`` sets
+    its thread count (default: torch's).
     """
+    if backend not in ("torch", "onnxruntime"):
+        raise ValueError(f"backend must be torch or onnxruntime; got {backend!r}")
+    if backend == "onnxruntime":
+        if device is None or str(device) == "auto":
+            device = "cpu"  # ONNX Runtime runs on the CPU even where CUDA is present
+        if precision not in ("auto", "int8", "fp32"):
+            raise ValueError(f"the onnxruntime backend runs int8 or fp32, not {precision!r}")
+        if resolve_device(device).type != "cpu":
+            raise ValueError("the onnxruntime backend runs on the CPU; use backend='torch'")
+    elif precision == "int8":
+        raise ValueError("precision 'int8' needs backend='onnxruntime'")
     if jit:
         warnings.warn("clipmodel has no TorchScript mode; returning the eager model", stacklevel=2)
     if str(name) in MODELS:
@@ -106,7 +125,8 @@ def load(
         overrides["activation"] = activation
     model = build_model(ckpt.state_dict, **overrides)
     dev = resolve_device(device)
-    model = model.to(device=dev, dtype=resolve_dtype(precision, dev))
+    onnx = backend == "onnxruntime"  # exported from the fp32 model
+    model = model.to(device=dev, dtype=resolve_dtype("fp32" if onnx else precision, dev))
     sha256, fmt = ckpt.sha256, ckpt.format
     del ckpt
     _release_memory()
@@ -115,4 +135,12 @@ def load(
     model.checkpoint_format = fmt
     model.checkpoint_path = str(path)
     model.architecture = describe(model.config)
+    if onnx:
+        from .onnx_backend import load_onnx
+
+        quantize = "fp32" if precision == "fp32" else "int8"
+        fast = load_onnx(model, download_root, quantize, threads=threads)
+        del model
+        _release_memory()
+        return fast, Preprocess(fast.image_resolution)
     return model, Preprocess(model.image_resolution)

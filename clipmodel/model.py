@@ -6,6 +6,7 @@ without any key remapping. Attention runs through ``F.scaled_dot_product_attenti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -197,8 +198,8 @@ class AttentionPool2d(nn.Module):
 
 def _resize_pos_embed(pos: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Bicubically resize a (1 + S*S, D) positional embedding to an h x w grid (no-op when equal)."""
-    side = round((pos.shape[0] - 1) ** 0.5)
-    if (h, w) == (side, side):
+    side = math.isqrt(int(pos.shape[0]) - 1)
+    if (int(h), int(w)) == (side, side):
         return pos
     grid = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
     grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)

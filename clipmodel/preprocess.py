@@ -100,11 +100,21 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+_SCALE = (1.0 / (255.0 * np.asarray(STD, dtype=np.float64))).astype(np.float32)
+_SHIFT = (np.asarray(MEAN, dtype=np.float64) / np.asarray(STD, dtype=np.float64)).astype(np.float32)
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB image -> normalised float32 CHW tensor (ToTensor + Normalize)."""
-    arr = np.asarray(img.convert("RGB"), dtype=np.float32) / np.float32(255.0)
-    arr = (arr - np.asarray(MEAN, dtype=np.float32)) / np.asarray(STD, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    """RGB image -> normalised float32 CHW tensor (ToTensor + Normalize).
+
+    Computed as ``x * (1 / (255 std)) - mean / std`` on the channel-first bytes: the same
+    values to within float32 rounding (1e-6), in one pass instead of three.
+    """
+    chw = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+    out = np.empty(chw.shape, dtype=np.float32)
+    np.multiply(chw, _SCALE[:, None, None], out=out)
+    out -= _SHIFT[:, None, None]
+    return torch.from_numpy(out)
 
 
 class Preprocess:

@@ -15,7 +15,8 @@ from .tokenizer import get_tokenizer, tokenize
 
 
 def _device(model: CLIP) -> torch.device:
-    return next(model.parameters()).device
+    device = getattr(model, "device", None)  # OnnxCLIP (no parameters) says where it runs
+    return device if isinstance(device, torch.device) else next(model.parameters()).device
 
 
 def _out(x: torch.Tensor, numpy: bool):

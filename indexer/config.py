@@ -44,6 +44,7 @@ class ModelConfig:
     cache_dir: str | None = None
     device: str = "auto"
     precision: str = "auto"
+    backend: str = "auto"
 
 
 @dataclass
@@ -300,10 +301,22 @@ def _validate(cfg: Config) -> None:
 
     if cfg.model.device not in ("auto", "cpu", "cuda") and not cfg.model.device.startswith("cuda:"):
         raise bad("model.device", f"expected auto, cpu or cuda, got {cfg.model.device!r}")
-    if cfg.model.precision not in ("auto", "fp32", "fp16", "bf16"):
+    if cfg.model.precision not in ("auto", "fp32", "fp16", "bf16", "int8"):
         raise bad(
-            "model.precision", f"expected auto, fp32, fp16 or bf16, got {cfg.model.precision!r}"
+            "model.precision",
+            f"expected auto, fp32, fp16, bf16 or int8, got {cfg.model.precision!r}",
         )
+    if cfg.model.backend not in ("auto", "torch", "onnxruntime"):
+        raise bad(
+            "model.backend", f"expected auto, torch or onnxruntime, got {cfg.model.backend!r}"
+        )
+    if cfg.model.precision == "int8" and cfg.model.backend == "torch":
+        raise bad("model.precision", "int8 runs on backend onnxruntime (or auto), not torch")
+    if cfg.model.backend == "onnxruntime":
+        if cfg.model.precision in ("fp16", "bf16"):
+            raise bad("model.precision", "backend onnxruntime runs auto/int8 or fp32")
+        if cfg.model.device.startswith("cuda"):
+            raise bad("model.backend", "onnxruntime runs on the CPU; use device cpu or auto")
     if cfg.index.kind not in INDEX_KINDS:
         raise bad("index.kind", f"expected one of {', '.join(INDEX_KINDS)}, got {cfg.index.kind!r}")
     for key in ("batch_size", "thumbnail_size"):

@@ -168,7 +168,7 @@ class Library(TaggingMixin):
         if self._encoder is None:
             # Readers (UI, CLI search) encode one query at a time, often beside a running
             # indexer: one thread avoids OpenMP stalls when the other core is busy.
-            threads = thread_plan(self.cfg)[0] if self.writer else 1
+            threads = thread_plan(self.cfg).model_threads if self.writer else 1
             self._encoder = ClipEncoder.from_config(self.cfg, threads)
         return self._encoder
 

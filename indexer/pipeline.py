@@ -10,6 +10,7 @@ gone are swept at the end, after moves have claimed theirs.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -143,12 +144,16 @@ class Indexer:
         self.store, self.encoder, self.cfg, self.thumb_dir = store, encoder, cfg, thumb_dir
         # tag_store.Tagger (tags.auto): tags each committed batch's vectors, catches up at the end
         self.tagger = tagger
+        self._take_turns = thread_plan(cfg).take_turns
+        self._model_idle = threading.Event()
+        self._model_idle.set()
         # JPEGs decode at the smallest DCT scale that still leaves 1.5x the model's input
         # (bench/bench_fidelity.py: closer to 1x costs fidelity; 12 MP photos decode at 1/8).
         self.draft = max(draft_target(encoder.image_resolution), cfg.index.thumbnail_size)
 
     def _process(self, work: _Work, allow_known: bool = True) -> _Result:
         """Worker thread: read, hash, and (when the content is new) decode and preprocess."""
+        self._model_idle.wait()  # taking turns with the model (see encoder.ThreadPlan)
         try:
             data = read_file(work.entry.path)
             digest = content_hash(data)
@@ -234,7 +239,7 @@ class Indexer:
 
     def _encode_all(self, work: list[_Work], rep: IndexReport, progress: bool) -> None:
         bs = self.cfg.index.batch_size
-        _, workers = thread_plan(self.cfg)
+        workers = thread_plan(self.cfg).decode_workers
         bar = None
         if progress and work:
             from tqdm import tqdm
@@ -310,7 +315,12 @@ class Indexer:
 
     def _commit(self, changes: Changes, batch: list[_Result], rep: IndexReport) -> None:
         if batch:
-            vecs = self.encoder.encode_images([r.tensor for r in batch])
+            if self._take_turns:
+                self._model_idle.clear()
+            try:
+                vecs = self.encoder.encode_images([r.tensor for r in batch])
+            finally:
+                self._model_idle.set()
             for r, v in zip(batch, vecs, strict=True):
                 row = self._row(r.work.entry, r.work.row_id, r.digest)
                 row.update(r.meta, status=STATUS_OK, error=None, vector=v)

@@ -421,7 +421,12 @@ class TaggingMixin:
     def _tag_cache(self) -> EmbeddingCache:
         cache = getattr(self, "_tag_embedding_cache", None)
         if cache is None:
-            cache = self._tag_embedding_cache = EmbeddingCache(self.dir / "tag_embeddings")
+            # Shared by every index on this machine (keys name the checkpoint and the prompt
+            # texts), so a new index does not re-encode the vocabulary.
+            from clipmodel.download import default_cache_dir
+
+            root = self.cfg.cache_dir or default_cache_dir()
+            cache = self._tag_embedding_cache = EmbeddingCache(root / "tag-embeddings")
         return cache
 
     def _auto_tagger(self, encoder: Any) -> Tagger | None:

@@ -20,6 +20,18 @@ def require(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_model_cache(tmp_path_factory):
+    """Model caches (ONNX exports, tag embeddings) go to a session folder, not ~/.cache."""
+    before = os.environ.get("CLIPSEARCH_CACHE_DIR")
+    os.environ["CLIPSEARCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("model-cache"))
+    yield
+    if before is None:
+        os.environ.pop("CLIPSEARCH_CACHE_DIR", None)
+    else:
+        os.environ["CLIPSEARCH_CACHE_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def coco_images() -> list[Path]:
     files = sorted(require(COCO / "val2017").glob("*.jpg")) + sorted(

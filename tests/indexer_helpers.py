@@ -46,7 +46,12 @@ def copy_images(sources: list[Path], dest: Path) -> list[Path]:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
+    # The model cache stays: the session's (tests/conftest.py), never the user's ~/.cache.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CLIPSEARCH_") or k == "CLIPSEARCH_CACHE_DIR"
+    }
     env.update(PYTHONPATH=os.fspath(REPO), **extra)
     return env
 

@@ -75,7 +75,7 @@ def app_config_env(monkeypatch):
 
     def use(config: Path) -> None:
         for key in list(os.environ):
-            if key.startswith("CLIPSEARCH_"):
+            if key.startswith("CLIPSEARCH_") and key != "CLIPSEARCH_CACHE_DIR":
                 monkeypatch.delenv(key)
         monkeypatch.setenv("CLIPSEARCH_CONFIG", os.fspath(config))
 

@@ -69,6 +69,9 @@ def _config(tmp_path, weights, vocab, **tags):
             weights,
             index={"dir": str(tmp_path / "idx"), "batch_size": 2},
             tags={"vocabulary": vocab, **tags},
+            # Its own model cache: the tag-prompt cache is machine-wide, and these tests count
+            # which prompts get encoded.
+            model={"cache_dir": str(tmp_path / "model-cache")},
         )  # fmt: skip
     )
 

@@ -35,7 +35,10 @@ from .seed_recipe import seed_recipe
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {
     # name -> config overrides (model.* and index.*)
-    "exact fp32": {"model": {"precision": "fp32"}, "index": {"jpeg_draft": False}},
+    "exact fp32": {
+        "model": {"precision": "fp32"},
+        "index": {"jpeg_draft": False, "fast_resize": False},
+    },
     "default": {},
 }
 

@@ -81,7 +81,14 @@ def run(weights: Path, variants: list[str], batch: int, threads: int, repeats: i
         images = torch.stack([preprocess(p) for p in photos]) if photos else None
         if images is None or len(images) < batch:
             images = torch.randn(batch, 3, model.image_resolution, model.image_resolution)
-        img_s = median_time(lambda m=model, x=images: m.encode_image(x), repeats)
+        if getattr(model, "pixel_input", False):
+            # what the indexer feeds an int8 ViT: 8-bit pixel patches from its decode workers
+            from clipmodel.onnx_backend import image_patches, pixels_from_normalized
+
+            patches = image_patches(pixels_from_normalized(images.numpy()), model.patch_size)
+            img_s = median_time(lambda m=model, x=patches: m.encode_pixels(x), repeats)
+        else:
+            img_s = median_time(lambda m=model, x=images: m.encode_image(x), repeats)
         tokens = clip.tokenize(QUERIES[:1])
         txt_s = median_time(lambda m=model, t=tokens: m.encode_text(t), repeats * 5)
         emb_i = F.normalize(model.encode_image(images).float(), dim=-1)

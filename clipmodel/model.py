@@ -82,6 +82,18 @@ class MultiheadSelfAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out_proj(_merge_heads(out)), weights
 
+    def forward_query(
+        self, x: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attention output for the positions in ``query`` (B, Lq, D) over all of ``x``."""
+        width = x.shape[-1]
+        w, b = self.in_proj_weight, self.in_proj_bias
+        q = F.linear(query, w[:width], b[:width])
+        k, v = F.linear(x, w[width:], b[width:]).chunk(2, dim=-1)
+        q, k, v = (_split_heads(t, self.heads) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out_proj(_merge_heads(out))
+
 
 ACTIVATIONS = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
 
@@ -105,6 +117,24 @@ class ResidualAttentionBlock(nn.Module):
         x = x + self.mlp(self.ln_2(x))
         return x, weights
 
+    def forward_at(
+        self, x: torch.Tensor, index: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The block's output (B, D) at one position per sequence, ``index`` (B,).
+
+        Keys and values still come from every position, but the query, the output projection
+        and the MLP run for the selected position alone: the same result as ``forward`` read
+        at ``index``, for a fraction of the work.
+        """
+        rows = torch.arange(x.shape[0], device=x.device)
+        h = self.ln_1(x)
+        if mask is not None:  # (L, L) -> each selected position's row, per sequence and head
+            mask = mask[index].unsqueeze(1).unsqueeze(1)
+        y = x[rows, index].unsqueeze(1)
+        y = y + self.attn.forward_query(h, h[rows, index].unsqueeze(1), mask)
+        y = y + self.mlp(self.ln_2(y))
+        return y[:, 0]
+
 
 class Transformer(nn.Module):
     """A stack of pre-LN residual attention blocks over (batch, sequence, width) tensors."""
@@ -124,6 +154,15 @@ class Transformer(nn.Module):
         for i, block in enumerate(self.resblocks):
             x, weights = block(x, mask, last_weights and i == self.layers - 1)
         return x, weights
+
+    def forward_at(
+        self, x: torch.Tensor, index: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The output (B, D) at one position per sequence, ``index`` (B,): the last block
+        computes that position alone (a ViT-B saves about 7% of its work; exact)."""
+        for block in self.resblocks[:-1]:
+            x, _ = block(x, mask)
+        return self.resblocks[-1].forward_at(x, index, mask)
 
 
 class Bottleneck(nn.Module):
@@ -285,24 +324,36 @@ class VisionTransformer(nn.Module):
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
-    def _tokens(self, x: torch.Tensor, last_weights: bool):
+    def embed_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Patch embeddings (B, gh * gw, width) of images (B, 3, H, W), and the grid size."""
         x = self.conv1(x.to(self.conv1.weight.dtype))  # (B, width, gh, gw)
         b, _, gh, gw = x.shape
-        x = x.flatten(2).transpose(1, 2)
-        cls = self.class_embedding.to(x.dtype).expand(b, 1, -1)
-        x = torch.cat([cls, x], dim=1)
+        return x.flatten(2).transpose(1, 2), gh, gw
+
+    def tokens(self, patches: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
+        """The transformer's input: class token plus patches, positions added, pre-LayerNorm."""
+        cls = self.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
+        x = torch.cat([cls, patches], dim=1)
         x = x + _resize_pos_embed(self.positional_embedding, gh, gw).to(x.dtype)
-        x = self.ln_pre(x)
-        x, weights = self.transformer(x, last_weights=last_weights)
-        return x, weights, gh, gw
+        return self.ln_pre(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Class-token output of the transformer (B, width) -> embedding (B, output_dim)."""
+        return self.ln_post(x) @ self.proj
+
+    def forward_patches(self, patches: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
+        """Embeddings from patch embeddings (see :meth:`embed_patches`)."""
+        x = self.tokens(patches, gh, gw)
+        first = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return self.head(self.transformer.forward_at(x, first))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, _, _, _ = self._tokens(x, False)
-        return self.ln_post(x[:, 0]) @ self.proj
+        return self.forward_patches(*self.embed_patches(x))
 
     def forward_dense(self, x: torch.Tensor):
-        x, weights, gh, gw = self._tokens(x, True)
-        x = self.ln_post(x) @ self.proj
+        patches, gh, gw = self.embed_patches(x)
+        x, weights = self.transformer(self.tokens(patches, gh, gw), last_weights=True)
+        x = self.head(x)
         b = x.shape[0]
         grid = x[:, 1:].reshape(b, gh, gw, -1)
         attn = weights[:, :, 0, 1:].reshape(b, weights.shape[1], gh, gw)
@@ -436,9 +487,7 @@ class CLIP(nn.Module):
         x = self.token_embedding(text[:, :n]).to(self.dtype)
         x = x + self.positional_embedding[:n].to(self.dtype)
         causal = torch.full((n, n), float("-inf"), device=x.device, dtype=x.dtype).triu_(1)
-        x, _ = self.transformer(x, mask=causal)
-        x = self.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        x = self.ln_final(self.transformer.forward_at(x, eot, mask=causal))
         return x @ self.text_projection.to(x.dtype)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

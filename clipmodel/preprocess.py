@@ -2,16 +2,19 @@
 
 Official pipeline: Resize(n, BICUBIC) -> CenterCrop(n) -> convert("RGB") -> ToTensor -> Normalize.
 Inputs may be PIL images, paths, bytes or HxWx3 numpy arrays; EXIF orientation is applied.
+``resize_fast`` / ``resize_short_side_fast``: a faster stand-in for Pillow's bicubic resize.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -86,6 +89,74 @@ def resize_short_side(img: Image.Image, size: int) -> Image.Image:
     new_long = int(size * long / short)
     new_w, new_h = (size, new_long) if w <= h else (new_long, size)
     return img.resize((new_w, new_h), Image.BICUBIC)
+
+
+# Images above this many pixels are copied out of Pillow in row bands: Image.tobytes() (and so
+# np.asarray) joins 64 KiB chunks and took 30-50 ms for 12 MP here, the bands 10-15 ms.
+_BAND_PIXELS = 1 << 21
+_BAND_BYTES = 1 << 20
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    """A writable HxWx3 uint8 copy of an RGB image (writable: torch warns on read-only arrays)."""
+    w, h = img.size
+    if w * h <= _BAND_PIXELS:
+        return np.array(img)
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    rows = max(1, _BAND_BYTES // (4 * w))
+    for top in range(0, h, rows):
+        bottom = min(h, top + rows)
+        out[top:bottom] = np.asarray(img.crop((0, top, w, bottom)))
+    return out
+
+
+@functools.cache
+def _pillow_may_go_vertical_first() -> bool:
+    """Whether this Pillow runs the vertical pass first when the height shrinks much more.
+
+    Pillow 13 does (for speed); older versions always run the horizontal pass first, as torch
+    does. The pass order changes rounding and clipping of the intermediate image, so
+    :func:`resize_fast` follows Pillow's. Probed once on a noise image where the orders differ.
+    """
+    noise = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    src = Image.fromarray(noise)
+    pil = np.asarray(src.resize((32, 8), Image.BICUBIC))
+    vertical_first = src.resize((16, 8), Image.BICUBIC).resize((32, 8), Image.BICUBIC)
+    return bool(np.array_equal(pil, np.asarray(vertical_first)))
+
+
+def resize_fast(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``img.resize(size, BICUBIC)``, 3-5x faster for RGB images; other modes use Pillow as is.
+
+    Why: speed. torch's antialiased bicubic on uint8 channels-last tensors follows Pillow's
+    algorithm (a = -0.5, fixed-point weights); on real photos pixels differ by a mean of 0.003
+    and at most 2 (out of 255) from Pillow's. It runs on the calling thread only.
+    """
+    w, h = int(size[0]), int(size[1])
+    if w < 1 or h < 1:
+        raise ValueError(f"cannot resize to {w}x{h}: width and height must be at least 1")
+    if img.mode != "RGB":
+        return img.resize((w, h), Image.BICUBIC)
+    if (w, h) == img.size:
+        return img.copy()  # as Pillow's resize does
+    src_w, src_h = img.size
+    x = torch.from_numpy(_rgb_array(img)).view(1, src_h, src_w, 3).permute(0, 3, 1, 2)
+    # torch runs the horizontal pass first; Pillow 13 runs the vertical one first when the
+    # height shrinks by more than twice as many pixels as the width (Resample.c).
+    if w != src_w and src_h > h and src_h - h > 2 * (src_w - w) and _pillow_may_go_vertical_first():
+        x = F.interpolate(x, size=(h, src_w), mode="bicubic", antialias=True)
+    out = F.interpolate(x, size=(h, w), mode="bicubic", antialias=True)
+    return Image.fromarray(np.ascontiguousarray(out[0].permute(1, 2, 0).numpy()))
+
+
+def resize_short_side_fast(img: Image.Image, size: int) -> Image.Image:
+    """:func:`resize_short_side` (the same output size) computed with :func:`resize_fast`."""
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    if short == size:
+        return img
+    new_long = int(size * long / short)
+    return resize_fast(img, (size, new_long) if w <= h else (new_long, size))
 
 
 def center_crop(img: Image.Image, size: int) -> Image.Image:

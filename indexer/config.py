@@ -68,6 +68,7 @@ class IndexConfig:
     torch_threads: int = 0
     thumbnail_size: int = 256
     jpeg_draft: bool = True
+    fast_resize: bool = True
     save_interval: float = 30.0
 
 

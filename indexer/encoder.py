@@ -107,8 +107,9 @@ def effective_precision(configured: str, device: str) -> str:
 
 
 def effective_backend(cfg: Config) -> str:
-    """The runtime "auto" means here: ONNX Runtime (int8) on CPU when it is installed and the
-    precision is auto or int8, else torch. See clipmodel.onnx_backend for what it measures."""
+    """The runtime "auto" means here: ONNX Runtime (int8) on a CPU with 8-bit dot products
+    (VNNI) when it is installed and the precision is auto or int8, else torch. See
+    clipmodel.onnx_backend for what it measures."""
     m = cfg.model
     if m.backend != "auto":
         return m.backend
@@ -116,10 +117,12 @@ def effective_backend(cfg: Config) -> str:
         return "onnxruntime"
     if m.precision != "auto":
         return "torch"
-    from clipmodel.api import resolve_device
+    from clipmodel.api import cpu_has_int8_dot, resolve_device
     from clipmodel.onnx_backend import onnxruntime_available
 
     if resolve_device(m.device).type != "cpu" or not onnxruntime_available():
+        return "torch"
+    if not cpu_has_int8_dot():
         return "torch"
     return "onnxruntime"
 
@@ -133,9 +136,14 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 class ClipEncoder:
     """A :class:`Encoder` over ``clipmodel`` (model loaded once, inference without grad)."""
 
-    def __init__(self, model: Any, preprocess: Callable[[Any], Any], name: str):
+    def __init__(
+        self, model: Any, preprocess: Callable[[Any], Any], name: str, fast_resize: bool = False
+    ):
         self.model = model
         self._preprocess = preprocess
+        self._fast_resize = fast_resize
+        # int8 ONNX ViTs take 8-bit pixel patches instead of normalised float images
+        self._pixels = bool(getattr(model, "pixel_input", False))
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.image_resolution = int(model.image_resolution)
         settings = {"preprocess": repr(preprocess), "resolution": self.image_resolution}
@@ -178,10 +186,33 @@ class ClipEncoder:
         except (RuntimeError, ValueError, OSError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EncoderUnavailableError(f"cannot load model {source}: {first}") from None
-        return cls(model, preprocess, cfg.model.name if weights is None else model.model_name)
+        name = cfg.model.name if weights is None else model.model_name
+        return cls(model, preprocess, name, fast_resize=cfg.index.fast_resize)
+
+    @property
+    def tensor_preprocess(self) -> Callable[[Any], Any]:
+        """OpenAI's preprocessing (image -> normalised float tensor), for ``clipmodel``'s
+        helpers, which every model's ``encode_image`` accepts."""
+        return self._preprocess
 
     def preprocess(self, image: Any) -> Any:
-        return self._preprocess(image)
+        """The model input for one image (a PIL image or a path): a normalised float tensor,
+        or 8-bit pixel patches for a model that reads them."""
+        if not (self._fast_resize or self._pixels):
+            return self._preprocess(image)  # OpenAI's preprocessing, exactly
+        from clipmodel import preprocess as pp
+
+        n = self.image_resolution
+        img = pp.to_supported_mode(
+            pp.open_image(image, getattr(self._preprocess, "max_pixels", None))
+        )
+        resize = pp.resize_short_side_fast if self._fast_resize else pp.resize_short_side
+        img = pp.center_crop(resize(img, n), n)
+        if not self._pixels:
+            return pp.to_tensor(img)
+        from clipmodel.onnx_backend import image_patches
+
+        return image_patches(np.asarray(img.convert("RGB")), self.model.patch_size)
 
     @property
     def runtime(self) -> str:
@@ -201,6 +232,8 @@ class ClipEncoder:
     def encode_images(self, batch: list[Any]) -> np.ndarray:
         import torch
 
+        if self._pixels:
+            return _normalize(self.model.encode_pixels(np.stack(batch)).numpy())
         device, dtype = self._device_dtype()
         with torch.inference_mode():
             x = torch.stack(list(batch)).to(device=device, dtype=dtype)

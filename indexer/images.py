@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from clipmodel.preprocess import to_supported_mode
+from clipmodel.preprocess import resize_fast, to_supported_mode
 
 HASH_NAME = "blake2b-256"
 _EXIF_IFD = 0x8769
@@ -31,6 +31,7 @@ _TAG_DATETIME = 306
 _TAG_MAKE = 271
 _TAG_MODEL = 272
 _TAG_ORIENTATION = 274
+_REDUCING_GAP = 2.0  # thumbnails: Pillow box-reduces first when shrinking >= 2x this
 _heif_checked = False
 
 
@@ -208,18 +209,33 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else to_supported_mode(img).convert("RGB")
 
 
+def _pillow_reduce_factor(src: tuple[int, int], dst: tuple[int, int]) -> int:
+    """The factor Pillow's resize(..., reducing_gap) box-reduces by first (1: none)."""
+    return max(int(s / d / _REDUCING_GAP) or 1 for s, d in zip(src, dst))
+
+
 def thumbnail_file(thumb_dir: Path, digest: str) -> Path:
     """Where the thumbnail of content ``digest`` lives."""
     return thumb_dir / digest[:2] / f"{digest}.jpg"
 
 
-def write_thumbnail(img: Image.Image, dest: Path, size: int) -> None:
-    """Write a JPEG thumbnail (longest side ``size``) atomically; skip if it already exists."""
+def write_thumbnail(img: Image.Image, dest: Path, size: int, fast: bool = False) -> None:
+    """Write a JPEG thumbnail (longest side ``size``) atomically; skip if it already exists.
+
+    ``fast``: resize with :func:`~clipmodel.preprocess.resize_fast` (3-5x faster, pixels within
+    2 of Pillow's) where Pillow would not first box-reduce the image (shrinking < 4x, as after
+    JPEG draft decoding); larger reductions keep Pillow's reduce + bicubic, which is faster there.
+    """
     if dest.exists():
         return
     scale = min(1.0, size / max(img.size))
     box = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    thumb = img.resize(box, Image.Resampling.BICUBIC, reducing_gap=2.0) if scale < 1 else img
+    if scale >= 1:
+        thumb = img
+    elif fast and _pillow_reduce_factor(img.size, box) == 1:
+        thumb = resize_fast(img, box)
+    else:
+        thumb = img.resize(box, Image.Resampling.BICUBIC, reducing_gap=_REDUCING_GAP)
     buf = io.BytesIO()
     thumb.convert("RGB").save(buf, "JPEG", quality=85)
     dest.parent.mkdir(parents=True, exist_ok=True)

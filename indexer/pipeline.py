@@ -168,8 +168,9 @@ class Indexer:
             tensor = self.encoder.preprocess(dec.image)
             try:
                 write_thumbnail(
-                    dec.image, thumbnail_file(self.thumb_dir, digest), self.cfg.index.thumbnail_size
-                )
+                    dec.image, thumbnail_file(self.thumb_dir, digest),
+                    self.cfg.index.thumbnail_size, fast=self.cfg.index.fast_resize,
+                )  # fmt: skip
             except OSError:
                 pass  # a missing thumbnail is not worth failing the image for
             meta = {"width": dec.width, "height": dec.height, "taken_at": dec.taken_at,

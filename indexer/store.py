@@ -279,6 +279,7 @@ class IndexStore(StoreQueries):
         added_ids: list[int] = []
         added_vecs: list[np.ndarray] = []
         removed: list[int] = []
+        pending: dict[int, np.ndarray] = {}  # new vectors, written together after the rows
         with self.engine.begin() as conn:
             gen = db.get_generation(conn) + 1
             db.set_meta(conn, generation=gen)
@@ -293,17 +294,21 @@ class IndexStore(StoreQueries):
                     conn.execute(update(ImageRow).where(ImageRow.id == row_id).values(**up))
                 ids_by_path[up["path"]] = row_id
                 if copy_from is not None:
-                    found = self.vectors([copy_from], conn=conn)[1]
+                    vec = pending.get(copy_from)
+                    found = [vec] if vec is not None else self.vectors([copy_from], conn=conn)[1]
                     if not len(found):
                         raise RuntimeError(f"cannot copy the vector of image {copy_from}: none")
                     vec = found[0]
                 if vec is not None:
                     vec = normalize(np.asarray(vec, dtype=np.float32).reshape(1, -1))[0]
-                    self._put_vector(conn, row_id, vec, gen)
+                    pending[row_id] = vec
                     added_ids.append(row_id)
                     added_vecs.append(vec)
-                elif self._drop_vectors(conn, [row_id], gen):
-                    removed.append(row_id)
+                else:
+                    pending.pop(row_id, None)
+                    if self._drop_vectors(conn, [row_id], gen):
+                        removed.append(row_id)
+            self._put_vectors(conn, pending, gen)
             for mv in changes.moves + changes.touches:
                 mv = dict(mv)
                 conn.execute(update(ImageRow).where(ImageRow.id == mv.pop("id")).values(**mv))
@@ -326,11 +331,15 @@ class IndexStore(StoreQueries):
             self._dirty = True
         return ids_by_path
 
-    def _put_vector(self, conn: Connection, image_id: int, vec: np.ndarray, gen: int) -> None:
-        conn.execute(delete(VectorRow).where(VectorRow.image_id == image_id))
-        conn.execute(delete(TagRow).where(TagRow.image_id == image_id))  # scored on the old one
-        conn.execute(insert(VectorRow).values(image_id=image_id, gen=gen, vector=_blob(vec)))
-        conn.execute(delete(TombstoneRow).where(TombstoneRow.image_id == image_id))
+    def _put_vectors(self, conn: Connection, vectors: dict[int, np.ndarray], gen: int) -> None:
+        """Store each image's new vector (replacing its old one, and the tags scored on it)."""
+        if not vectors:
+            return
+        for part in chunks(list(vectors)):
+            for table in (VectorRow, TagRow, TombstoneRow):
+                conn.execute(delete(table).where(table.image_id.in_(part)))
+        rows = [{"image_id": i, "gen": gen, "vector": _blob(v)} for i, v in vectors.items()]
+        conn.execute(insert(VectorRow), rows)
 
     def _drop_vectors(self, conn: Connection, ids: list[int], gen: int) -> list[int]:
         had = conn.execute(select(VectorRow.image_id).where(VectorRow.image_id.in_(ids)))

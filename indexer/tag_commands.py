@@ -61,7 +61,7 @@ def _load_model(cfg: Config) -> tuple[Any, Any]:
     from .encoder import ClipEncoder
 
     encoder = ClipEncoder.from_config(cfg)
-    return encoder.model, encoder.preprocess
+    return encoder.model, encoder.tensor_preprocess
 
 
 # --------------------------------------------------------------------------- classify

@@ -26,6 +26,7 @@ from PIL import Image
 
 import clipmodel as clip
 import clipmodel.onnx_backend as ob
+from clipmodel import preprocess as pp
 from indexer.config import ConfigError, load_config
 from indexer.encoder import ClipEncoder, ThreadPlan, effective_backend, thread_plan
 from indexer.library import Library
@@ -232,6 +233,63 @@ def test_int8_vit_b32_close_to_fp32(tmp_path, coco_images, coco_captions):
     )
 
 
+# -- 2b. int8 ViTs read 8-bit pixel patches -------------------------------------------------------
+
+
+def test_image_patches_layout():
+    img = np.random.default_rng(0).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    patches = ob.image_patches(img, 32)
+    assert patches.shape == (2, 6, 32 * 32 * 3) and patches.dtype == np.uint8
+    # grid row-major; inside a patch (row, column, colour)
+    assert np.array_equal(patches[1, 1 * 3 + 2], img[1, 32:64, 64:96].reshape(-1))
+    assert np.array_equal(patches[0, 0], img[0, :32, :32].reshape(-1))
+    assert np.array_equal(ob.image_patches(img[0], 32), patches[0])  # no batch axis
+
+
+def test_pixel_embedding_folds_normalisation(torch_models):
+    """Integer pixel patches times the folded int8 weights equal the convolution of the
+    normalised image, up to the weights' quantization."""
+    ref, _ = torch_models["tiny-vit"]
+    r, patch = ref.image_resolution, ref.visual.patch_size
+    pixels = np.random.default_rng(1).integers(0, 256, (3, r, r, 3), dtype=np.uint8)
+    std, mean = np.asarray(pp.STD), np.asarray(pp.MEAN)
+    normalised = torch.from_numpy(((pixels / 255.0 - mean) / std).transpose(0, 3, 1, 2)).float()
+    with torch.no_grad():
+        conv, _, _ = ref.visual.embed_patches(normalised)
+    q, scale, bias = ob._pixel_embedding(ref)
+    assert q.dtype == np.int8 and np.abs(q).max() == 127
+    cols = ob.image_patches(pixels, patch).astype(np.int64)
+    ours = torch.from_numpy((cols @ q.astype(np.int64)) * scale + bias).float()
+    err = rel_err(ours, conv)
+    print(f"folded int8 patch embedding: relative error {err:.2e}")
+    assert err < 0.02
+    # negative control: the same weights against patches laid out colour-first
+    wrong = pixels.transpose(0, 3, 1, 2).reshape(3, 3, r // patch, patch, r // patch, patch)
+    wrong = wrong.transpose(0, 2, 4, 1, 3, 5).reshape(cols.shape).astype(np.int64)
+    assert (
+        rel_err(torch.from_numpy((wrong @ q.astype(np.int64)) * scale + bias).float(), conv) > 0.2
+    )
+
+
+def test_int8_vit_reads_pixels(tiny_int8, onnx_fp32, torch_models, coco_images):
+    model, preprocess = tiny_int8
+    assert model.pixel_input and not onnx_fp32("tiny-vit")[0].pixel_input
+    assert not ob._pixel_input(torch_models["tiny-rn"][0], "int8")  # ResNets keep float input
+    r = model.image_resolution
+    crops = [
+        pp.center_crop(
+            pp.resize_short_side(Image.open(p).convert("RGB"), r), r
+        )
+        for p in coco_images[:6]
+    ]  # fmt: skip
+    pixels = np.stack([np.asarray(c) for c in crops])
+    from_pixels = model.encode_pixels(ob.image_patches(pixels, model.patch_size))
+    # encode_image rounds preprocess's floats back to exactly these pixels
+    assert torch.equal(model.encode_image(images(coco_images[:6], preprocess)), from_pixels)
+    with pytest.raises(ValueError, match="normalised float images"):
+        onnx_fp32("tiny-vit")[0].encode_pixels(ob.image_patches(pixels, model.patch_size))
+
+
 # -- 3. the export cache -------------------------------------------------------------------------
 
 
@@ -423,7 +481,10 @@ def test_config_rejects_bad_backend_settings(tmp_path):
 
 
 def test_effective_backend(tmp_path, monkeypatch):
+    import clipmodel.api
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(clipmodel.api, "cpu_has_int8_dot", lambda: True)
     for model, expected in [
         ({}, "onnxruntime"),  # auto / auto on a CPU
         ({"device": "cpu"}, "onnxruntime"),
@@ -439,6 +500,10 @@ def test_effective_backend(tmp_path, monkeypatch):
     assert effective_backend(_config(tmp_path)) == "torch"
     assert effective_backend(_config(tmp_path, {"device": "cpu"})) == "onnxruntime"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(clipmodel.api, "cpu_has_int8_dot", lambda: False)  # x86 without VNNI
+    assert effective_backend(_config(tmp_path)) == "torch"
+    assert effective_backend(_config(tmp_path, {"precision": "int8"})) == "onnxruntime"
+    monkeypatch.setattr(clipmodel.api, "cpu_has_int8_dot", lambda: True)
     monkeypatch.setattr(ob, "onnxruntime_available", lambda: False)  # extra not installed
     assert effective_backend(_config(tmp_path)) == "torch"
     assert effective_backend(_config(tmp_path, {"backend": "onnxruntime"})) == "onnxruntime"
@@ -489,6 +554,9 @@ def test_index_end_to_end(
     forbid_export(monkeypatch)
     enc = ClipEncoder.from_config(load_config(cfg_int8))
     assert enc.runtime == "onnxruntime int8 on cpu"
+    x = enc.preprocess(Image.open(photos[0]))  # what decode workers hand the model
+    n = (enc.image_resolution // enc.model.patch_size) ** 2
+    assert x.dtype == np.uint8 and x.shape == (n, enc.model.patch_size**2 * 3)
     fp32 = load_config(cfg_fp32)
     assert effective_backend(fp32) == "torch"
     with Library.open(fp32, writer=True) as lib:

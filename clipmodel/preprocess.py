@@ -80,15 +80,20 @@ def to_supported_mode(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def short_side_size(width: int, height: int, size: int) -> tuple[int, int] | None:
+    """(width, height) with the short side ``size`` by torchvision's Resize(int) rule, or
+    None when the short side already is ``size``."""
+    short, long = (width, height) if width <= height else (height, width)
+    if short == size:
+        return None
+    new_long = int(size * long / short)
+    return (size, new_long) if width <= height else (new_long, size)
+
+
 def resize_short_side(img: Image.Image, size: int) -> Image.Image:
     """Bicubic resize so the short side is ``size`` (torchvision's Resize(int) size rule)."""
-    w, h = img.size
-    short, long = (w, h) if w <= h else (h, w)
-    if short == size:
-        return img
-    new_long = int(size * long / short)
-    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
-    return img.resize((new_w, new_h), Image.BICUBIC)
+    target = short_side_size(*img.size, size)
+    return img if target is None else img.resize(target, Image.BICUBIC)
 
 
 # Images above this many pixels are copied out of Pillow in row bands: Image.tobytes() (and so
@@ -151,12 +156,8 @@ def resize_fast(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 def resize_short_side_fast(img: Image.Image, size: int) -> Image.Image:
     """:func:`resize_short_side` (the same output size) computed with :func:`resize_fast`."""
-    w, h = img.size
-    short, long = (w, h) if w <= h else (h, w)
-    if short == size:
-        return img
-    new_long = int(size * long / short)
-    return resize_fast(img, (size, new_long) if w <= h else (new_long, size))
+    target = short_side_size(*img.size, size)
+    return img if target is None else resize_fast(img, target)
 
 
 def center_crop(img: Image.Image, size: int) -> Image.Image:

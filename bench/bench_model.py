@@ -57,6 +57,8 @@ VARIANTS = {  # name -> clipmodel.load arguments
     "torch bf16": {"precision": "bf16"},
     "onnxruntime fp32": {"precision": "fp32", "backend": "onnxruntime"},
     "onnxruntime int8": {"precision": "int8", "backend": "onnxruntime"},
+    # as `clipsearch index` runs it below 4 CPUs: one single-threaded session per thread
+    "onnxruntime int8 sessions": {"precision": "int8", "backend": "onnxruntime", "split": True},
 }
 
 
@@ -64,6 +66,8 @@ def load_variant(weights: Path, variant: str, threads: int, cache: Path):
     """(model, preprocess, seconds to load); ONNX variants export into ``cache`` if cold."""
     start = time.perf_counter()
     kwargs = dict(VARIANTS[variant])
+    if kwargs.pop("split", False):
+        kwargs["image_sessions"] = threads
     if kwargs.get("backend") == "onnxruntime":
         kwargs.update(download_root=cache, threads=threads)
     model, preprocess = clip.load(weights, device="cpu", **kwargs)

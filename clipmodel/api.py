@@ -102,6 +102,7 @@ def load(
     activation: str | None = None,
     backend: str = "torch",
     threads: int | None = None,
+    image_sessions: int = 1,
 ) -> tuple[CLIP, Preprocess]:
     """Load a CLIP model and its preprocessing, as ``clip.load``.
 
@@ -116,7 +117,8 @@ def load(
     :class:`~clipmodel.onnx_backend.OnnxCLIP` with the same ``encode_image``/``encode_text``:
     int8 matrix products for ``precision`` "auto"/"int8", fp32 for "fp32". Its graphs are
     exported once per checkpoint and cached under ``download_root``/onnx. ``threads`` sets
-    its thread count (default: torch's).
+    its thread count (default: torch's); ``image_sessions`` > 1 splits each image batch over
+    that many sessions of ``threads // image_sessions`` threads run side by side.
     """
     if backend not in ("torch", "onnxruntime"):
         raise ValueError(f"backend must be torch or onnxruntime; got {backend!r}")
@@ -159,7 +161,9 @@ def load(
         from .onnx_backend import load_onnx
 
         quantize = "fp32" if precision == "fp32" else "int8"
-        fast = load_onnx(model, download_root, quantize, threads=threads)
+        fast = load_onnx(
+            model, download_root, quantize, threads=threads, image_sessions=image_sessions
+        )
         del model
         _release_memory()
         return fast, Preprocess(fast.image_resolution)

@@ -66,6 +66,7 @@ class IndexConfig:
     batch_size: int = 32
     decode_workers: int = 0
     torch_threads: int = 0
+    model_sessions: int = 0
     thumbnail_size: int = 256
     jpeg_draft: bool = True
     fast_resize: bool = True
@@ -323,7 +324,7 @@ def _validate(cfg: Config) -> None:
     for key in ("batch_size", "thumbnail_size"):
         if getattr(cfg.index, key) < 1:
             raise bad(f"index.{key}", "must be at least 1")
-    for key in ("decode_workers", "torch_threads"):
+    for key in ("decode_workers", "torch_threads", "model_sessions"):
         if getattr(cfg.index, key) < 0:
             raise bad(f"index.{key}", "must be 0 (automatic) or more")
     if cfg.library.max_pixels < 1:

@@ -70,7 +70,8 @@ def cpu_count() -> int:
 
 @dataclass(frozen=True)
 class ThreadPlan:
-    """How indexing uses the CPUs: model threads, decode workers, and whether they take turns."""
+    """How indexing uses the CPUs: model threads, decode workers, whether they take turns, and
+    how many model sessions split each batch."""
 
     model_threads: int
     decode_workers: int
@@ -78,20 +79,31 @@ class ThreadPlan:
     # preempted model thread stalls every parallel operation at its barrier (on 2 cores,
     # taking turns indexes 12 MP photos ~15% faster than overlapping; bench/bench_index.py).
     take_turns: bool
+    # ONNX Runtime: sessions of model_threads // model_sessions threads each run part of a
+    # batch side by side. With one thread each there is no barrier to stall, so decoders
+    # share the cores with the model instead of taking turns.
+    model_sessions: int = 1
 
 
 def thread_plan(cfg: Config) -> ThreadPlan:
     """Threads for the model and for decoding from the config; 0 means automatic.
 
     Automatic, 4 CPUs or more: one decode worker per 4 CPUs and the model gets the rest, each
-    on its own cores. Fewer than 4 CPUs: the model and the decoders each get every CPU and
-    take turns (decoders pause while a batch is encoded).
+    on its own cores. Fewer than 4 CPUs: the model and the decoders each get every CPU; on
+    ONNX Runtime the model runs one single-threaded session per model thread and decoding
+    overlaps it, on torch they take turns (decoders pause while a batch is encoded).
     """
     cpus = cpu_count()
     small = cpus < 4
     workers = cfg.index.decode_workers or (cpus if small else max(1, cpus // 4))
     threads = cfg.index.torch_threads or (cpus if small else max(1, cpus - workers))
-    return ThreadPlan(threads, workers, take_turns=threads + workers > cpus)
+    shared = threads + workers > cpus
+    sessions = 1
+    if effective_backend(cfg) == "onnxruntime":
+        sessions = cfg.index.model_sessions or (threads if shared and small else 1)
+        sessions = max(1, min(sessions, threads))
+    split = sessions == threads and sessions > 1  # single-threaded sessions: no barrier
+    return ThreadPlan(threads, workers, take_turns=shared and not split, model_sessions=sessions)
 
 
 def effective_precision(configured: str, device: str) -> str:
@@ -144,6 +156,8 @@ class ClipEncoder:
         self._fast_resize = fast_resize
         # int8 ONNX ViTs take 8-bit pixel patches instead of normalised float images
         self._pixels = bool(getattr(model, "pixel_input", False))
+        # Images per encode_images call the model runs best at (0: any; see OnnxCLIP)
+        self.rows_per_call = int(getattr(model, "rows_per_call", 0))
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.image_resolution = int(model.image_resolution)
         settings = {"preprocess": repr(preprocess), "resolution": self.image_resolution}
@@ -161,7 +175,8 @@ class ClipEncoder:
 
         import clipmodel
 
-        threads = torch_threads or thread_plan(cfg).model_threads
+        plan = thread_plan(cfg)
+        threads = torch_threads or plan.model_threads
         torch.set_num_threads(threads)
         backend = effective_backend(cfg)
         weights = cfg.weights_path
@@ -174,6 +189,7 @@ class ClipEncoder:
                 model, preprocess = clipmodel.load(
                     source, device="cpu", download_root=cache, backend=backend,
                     precision=cfg.model.precision, threads=threads,
+                    image_sessions=plan.model_sessions,
                 )  # fmt: skip
             else:
                 model, preprocess = clipmodel.load(
@@ -198,8 +214,14 @@ class ClipEncoder:
     def preprocess(self, image: Any) -> Any:
         """The model input for one image (a PIL image or a path): a normalised float tensor,
         or 8-bit pixel patches for a model that reads them."""
+        return self.prepare(image)[0]
+
+    def prepare(self, image: Any) -> tuple[Any, Any]:
+        """:meth:`preprocess`, and the resized image (short side at the model's resolution)
+        the input was cropped from, or None where OpenAI's preprocessing ran as one step.
+        The indexer makes thumbnails from it: a small shrink instead of a large one."""
         if not (self._fast_resize or self._pixels):
-            return self._preprocess(image)  # OpenAI's preprocessing, exactly
+            return self._preprocess(image), None  # OpenAI's preprocessing, exactly
         from clipmodel import preprocess as pp
 
         n = self.image_resolution
@@ -207,12 +229,14 @@ class ClipEncoder:
             pp.open_image(image, getattr(self._preprocess, "max_pixels", None))
         )
         resize = pp.resize_short_side_fast if self._fast_resize else pp.resize_short_side
-        img = pp.center_crop(resize(img, n), n)
+        resized = resize(img, n)
+        img = pp.center_crop(resized, n)
         if not self._pixels:
-            return pp.to_tensor(img)
+            return pp.to_tensor(img), resized
         from clipmodel.onnx_backend import image_patches
 
-        return image_patches(np.asarray(img.convert("RGB")), self.model.patch_size)
+        rgb = img if img.mode == "RGB" else img.convert("RGB")
+        return image_patches(np.asarray(rgb), self.model.patch_size), resized
 
     @property
     def runtime(self) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from . import db
 from .db import ImageRow, MetaRow, TagRow, TombstoneRow, VectorRow
@@ -280,6 +280,11 @@ class IndexStore(StoreQueries):
         added_vecs: list[np.ndarray] = []
         removed: list[int] = []
         pending: dict[int, np.ndarray] = {}  # new vectors, written together after the rows
+        # Statements built once and executed with each row's parameters: SQLAlchemy compiles
+        # them once per set of columns (a statement built per row cost ~1 ms a row).
+        images = ImageRow.__table__
+        add_row = insert(images)
+        set_row = update(images).where(images.c.id == bindparam("row_id"))
         with self.engine.begin() as conn:
             gen = db.get_generation(conn) + 1
             db.set_meta(conn, generation=gen)
@@ -289,9 +294,9 @@ class IndexStore(StoreQueries):
                 up.setdefault("indexed_at", now)
                 row_id = up.pop("id", None)
                 if row_id is None:
-                    row_id = conn.execute(insert(ImageRow).values(**up)).inserted_primary_key[0]
+                    row_id = conn.execute(add_row, up).inserted_primary_key[0]
                 else:
-                    conn.execute(update(ImageRow).where(ImageRow.id == row_id).values(**up))
+                    conn.execute(set_row, {**up, "row_id": row_id})
                 ids_by_path[up["path"]] = row_id
                 if copy_from is not None:
                     vec = pending.get(copy_from)
@@ -311,7 +316,8 @@ class IndexStore(StoreQueries):
             self._put_vectors(conn, pending, gen)
             for mv in changes.moves + changes.touches:
                 mv = dict(mv)
-                conn.execute(update(ImageRow).where(ImageRow.id == mv.pop("id")).values(**mv))
+                mv["row_id"] = mv.pop("id")
+                conn.execute(set_row, mv)
             if changes.deletes:
                 for part in chunks(changes.deletes):
                     removed += self._drop_vectors(conn, list(part), gen)

@@ -196,26 +196,28 @@ def sync(
     model: str = "",
     rescore_all: bool = False,
     pending_only: bool = False,
+    fingerprints: dict[str, str] | None = None,
 ) -> TagReport:
     """Bring the ``tags`` rows up to ``vocab`` in one transaction (see the module docstring).
 
     ``rescore_all``: treat every tag as changed. ``pending_only``: only score pending vectors
     (the per-batch indexing hook, when ``tag_defs`` is known to be current).
+    ``fingerprints``: ``vocabulary_fingerprints(vocab)`` when the caller already has them.
     """
     t0 = time.monotonic()
     cache = cache if cache is not None else EmbeddingCache()
     encoded_before = cache.texts_encoded
-    current = tg.vocabulary_fingerprints(vocab)
+    current = fingerprints if fingerprints is not None else tg.vocabulary_fingerprints(vocab)
     with engine.begin() as conn:
         gen = db.get_generation(conn)
         done = tags_generation(conn)
-        stored = stored_fingerprints(conn)
-        if rescore_all:
-            changed, removed = list(current), [t for t in stored if t not in current]
-        else:
-            changed, removed = tg.changed_tags(stored, vocab)
         if pending_only:
             changed, removed = [], []
+        elif rescore_all:
+            stored = stored_fingerprints(conn)
+            changed, removed = list(current), [t for t in stored if t not in current]
+        else:
+            changed, removed = tg.changed_tags(stored_fingerprints(conn), vocab, current)
         rep = TagReport(changed=changed, removed=removed)
         if changed or removed:
             for part in chunks(changed + removed):
@@ -366,10 +368,13 @@ class Tagger:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.deferred = False
         self.reports: list[TagReport] = []
+        self._fingerprints: dict[str, str] | None = None  # of self.vocab, made once per run
 
     def _sync(self, engine: Engine, pending_only: bool) -> None:
+        if self._fingerprints is None:
+            self._fingerprints = tg.vocabulary_fingerprints(self.vocab)
         rep = sync(engine, self.vocab, self.embed, self.cache, self.model,
-                   pending_only=pending_only)  # fmt: skip
+                   pending_only=pending_only, fingerprints=self._fingerprints)  # fmt: skip
         if rep.rows or rep.pending or rep.rescored or rep.changed or rep.removed:
             self.reports.append(rep)
 

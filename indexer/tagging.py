@@ -397,9 +397,15 @@ def vocabulary_fingerprints(vocab: Vocabulary) -> dict[str, str]:
     return {t.name: tag_fingerprint(t, vocab) for t in vocab.active_tags() if not t.hidden}
 
 
-def changed_tags(stored: Mapping[str, str], vocab: Vocabulary) -> tuple[list[str], list[str]]:
-    """(tags added or changed since ``stored`` fingerprints, stored tags no longer present)."""
-    current = vocabulary_fingerprints(vocab)
+def changed_tags(
+    stored: Mapping[str, str], vocab: Vocabulary, current: Mapping[str, str] | None = None
+) -> tuple[list[str], list[str]]:
+    """(tags added or changed since ``stored`` fingerprints, stored tags no longer present).
+
+    ``current``: ``vocabulary_fingerprints(vocab)`` when the caller already has them.
+    """
+    if current is None:
+        current = vocabulary_fingerprints(vocab)
     changed = [t for t, fp in current.items() if stored.get(t) != fp]
     removed = [t for t in stored if t not in current]
     return changed, removed

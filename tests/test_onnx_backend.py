@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -290,6 +291,41 @@ def test_int8_vit_reads_pixels(tiny_int8, onnx_fp32, torch_models, coco_images):
         onnx_fp32("tiny-vit")[0].encode_pixels(ob.image_patches(pixels, model.patch_size))
 
 
+def test_image_sessions_split_and_share(tiny_checkpoint, int8_cache, coco_images):
+    """Two single-threaded image sessions: one call splits its batch over both, concurrent
+    calls each take one, and every caller gets its own images' embeddings in order."""
+    split, preprocess = onnx_load(
+        tiny_checkpoint, download_root=int8_cache, threads=2, image_sessions=2
+    )
+    one, _ = onnx_load(tiny_checkpoint, download_root=int8_cache, threads=1)
+    forty = images(coco_images[:20], preprocess).repeat(2, 1, 1, 1)
+    forty[20:] = forty[20:].flip(-1)  # 40 different images
+    x = ob.image_patches(ob.pixels_from_normalized(forty.numpy()), split.patch_size)
+    # Dynamic quantization scales activations per call, so the reference runs the same calls:
+    # halves, in runs of SINGLE_THREAD_ROWS images.
+    rows = ob.SINGLE_THREAD_ROWS
+    assert rows < 20
+
+    def reference(part: np.ndarray) -> torch.Tensor:
+        return torch.cat([one.encode_pixels(part[i : i + rows]) for i in range(0, len(part), rows)])
+
+    want = torch.cat([reference(x[:20]), reference(x[20:])])
+    assert torch.equal(split.encode_pixels(x), want)
+    assert not torch.equal(want[:20], want[20:])  # the halves really differ
+    # Concurrent callers: each gets one session (or both, when it finds them free).
+    parts = [x[:20], x[20:], x[5:25], x[:3]]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(split.encode_pixels, parts))
+            for part, out in zip(parts, got):
+                assert out.shape == (len(part), split.embed_dim)
+                cos = F.cosine_similarity(out, reference(part), dim=-1)
+                assert cos.min() >= 0.999, cos.min()  # its own images, in order
+                wrong = F.cosine_similarity(out, reference(part).roll(1, 0), dim=-1)
+                assert wrong.min() < 0.99  # negative control: a shifted order is caught
+    assert split._free.qsize() == 2  # every session handed back
+
+
 # -- 3. the export cache -------------------------------------------------------------------------
 
 
@@ -510,19 +546,26 @@ def test_effective_backend(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("cpus", "index", "expected"),
+    ("cpus", "backend", "index", "expected"),
     [
-        (2, {}, ThreadPlan(2, 2, True)),  # automatic, small machine: take turns
-        (8, {}, ThreadPlan(6, 2, False)),  # automatic: separate cores
-        (2, {"decode_workers": 2, "torch_threads": 6}, ThreadPlan(6, 2, True)),
-        (8, {"decode_workers": 2, "torch_threads": 6}, ThreadPlan(6, 2, False)),
-        (8, {"decode_workers": 3, "torch_threads": 6}, ThreadPlan(6, 3, True)),
-        (2, {"decode_workers": 1, "torch_threads": 1}, ThreadPlan(1, 1, False)),
-        (8, {"torch_threads": 4}, ThreadPlan(4, 2, False)),
+        # automatic, small machine: single-threaded ONNX sessions overlap decoding;
+        # torch and the decoders take turns
+        (2, "onnxruntime", {}, ThreadPlan(2, 2, False, 2)),
+        (2, "torch", {}, ThreadPlan(2, 2, True, 1)),
+        (2, "onnxruntime", {"model_sessions": 1}, ThreadPlan(2, 2, True, 1)),
+        (2, "torch", {"model_sessions": 2}, ThreadPlan(2, 2, True, 1)),  # ONNX only
+        (8, "onnxruntime", {}, ThreadPlan(6, 2, False, 1)),  # automatic: separate cores
+        (8, "onnxruntime", {"model_sessions": 3}, ThreadPlan(6, 2, False, 3)),
+        (2, "torch", {"decode_workers": 2, "torch_threads": 6}, ThreadPlan(6, 2, True, 1)),
+        (8, "torch", {"decode_workers": 2, "torch_threads": 6}, ThreadPlan(6, 2, False, 1)),
+        (8, "torch", {"decode_workers": 3, "torch_threads": 6}, ThreadPlan(6, 3, True, 1)),
+        (2, "onnxruntime", {"decode_workers": 1, "torch_threads": 1}, ThreadPlan(1, 1, False, 1)),
+        (8, "torch", {"torch_threads": 4}, ThreadPlan(4, 2, False, 1)),
     ],
 )
-def test_thread_plan(cpus, index, expected, tmp_path, monkeypatch):
+def test_thread_plan(cpus, backend, index, expected, tmp_path, monkeypatch):
     monkeypatch.setattr("indexer.encoder.cpu_count", lambda: cpus)
+    monkeypatch.setattr("indexer.encoder.effective_backend", lambda cfg: backend)
     assert thread_plan(_config(tmp_path, index=index)) == expected
 
 
@@ -537,9 +580,12 @@ def test_index_end_to_end(
     # variables (tests/indexer_helpers.py); it is the folder tiny_int8 exported to, so the CLI
     # also shows that the cache serves other processes. device cpu: auto would pick torch on
     # a machine with CUDA. The fp32 index has its own cache (tag embeddings are cached there).
+    # Two single-threaded sessions (the automatic choice on 2 CPUs, set here for any machine)
+    # and batches of 4: three batches are encoded in the background, two at a time.
     model = {"cache_dir": str(int8_cache), "device": "cpu"}
+    index = {"model_sessions": 2, "torch_threads": 2, "batch_size": 4}
     cfg_int8 = write_config(tmp_path / "int8.yaml", [tmp_path / "photos"], tmp_path / "idx-int8",
-                            tiny_checkpoint, model=model)  # fmt: skip
+                            tiny_checkpoint, model=model, index=index)  # fmt: skip
     model = {"cache_dir": str(tmp_path / "cache"), "device": "cpu", "precision": "fp32"}
     cfg_fp32 = write_config(tmp_path / "fp32.yaml", [tmp_path / "photos"], tmp_path / "idx-fp32",
                             tiny_checkpoint, model=model)  # fmt: skip

@@ -260,3 +260,28 @@ def test_write_thumbnail_fast(coco_images, tmp_path, monkeypatch):
     # No upscaling of small images.
     images.write_thumbnail(photo.resize((100, 80)), tmp_path / "small.jpg", 256, fast=True)
     assert Image.open(tmp_path / "small.jpg").size == (100, 80)
+
+
+def test_thumbnail_from_model_size_image(coco_images):
+    """The indexer cuts thumbnails from the model-size resize where that covers them: same
+    dimensions as from the decoded photo, pixels close; never from an upscaled image."""
+    from indexer import images
+    from indexer.pipeline import thumbnail_source
+
+    diffs = []
+    for path in coco_images[:6]:
+        photo = images.decode(path.read_bytes(), 10**9, 336).image
+        resized = resize_short_side_fast(photo, 224)
+        src = thumbnail_source(photo, resized, 256, fast=True)
+        assert src is resized  # 640-px photos: 224-px short side still covers 256 px
+        direct = images.thumbnail_image(photo, 256, fast=True)
+        cut = images.thumbnail_image(src, 256, fast=True, full_size=photo.size)
+        assert cut.size == direct.size and max(cut.size) == 256 and cut.mode == "RGB"
+        diffs.append(_pixel_diff(cut, direct).mean())
+    assert 0 < max(diffs) < 2.5, diffs
+    # Not on the exact path, not when the resize would not cover the thumbnail, not upscaled.
+    assert thumbnail_source(photo, resized, 256, fast=False) is photo
+    assert thumbnail_source(photo, resized, 512, fast=True) is photo
+    small = photo.resize((120, 90))
+    assert thumbnail_source(small, resize_short_side_fast(small, 224), 256, fast=True) is small
+    assert thumbnail_source(photo, None, 256, fast=True) is photo

@@ -63,7 +63,7 @@ class IndexConfig:
 
     dir: str = "data/index"
     kind: str = "auto"
-    batch_size: int = 32
+    batch_size: int = 0
     decode_workers: int = 0
     torch_threads: int = 0
     model_sessions: int = 0
@@ -321,10 +321,10 @@ def _validate(cfg: Config) -> None:
             raise bad("model.backend", "onnxruntime runs on the CPU; use device cpu or auto")
     if cfg.index.kind not in INDEX_KINDS:
         raise bad("index.kind", f"expected one of {', '.join(INDEX_KINDS)}, got {cfg.index.kind!r}")
-    for key in ("batch_size", "thumbnail_size"):
+    for key in ("thumbnail_size",):
         if getattr(cfg.index, key) < 1:
             raise bad(f"index.{key}", "must be at least 1")
-    for key in ("decode_workers", "torch_threads", "model_sessions"):
+    for key in ("batch_size", "decode_workers", "torch_threads", "model_sessions"):
         if getattr(cfg.index, key) < 0:
             raise bad(f"index.{key}", "must be 0 (automatic) or more")
     if cfg.library.max_pixels < 1:

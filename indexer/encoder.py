@@ -68,6 +68,12 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+CPU_BATCH = 32
+# A GPU encodes a batch of 128 ViT-B/32 images in a few ms: larger batches amortise the
+# per-call overhead, and the CPUs go to decoding to keep it fed.
+GPU_BATCH = 128
+
+
 @dataclass(frozen=True)
 class ThreadPlan:
     """How indexing uses the CPUs: model threads, decode workers, whether they take turns, and
@@ -83,17 +89,34 @@ class ThreadPlan:
     # batch side by side. With one thread each there is no barrier to stall, so decoders
     # share the cores with the model instead of taking turns.
     model_sessions: int = 1
+    batch_size: int = CPU_BATCH  # images per commit (and per model call)
+
+
+def _on_gpu(cfg: Config) -> bool:
+    from clipmodel.api import resolve_device
+
+    return effective_backend(cfg) == "torch" and resolve_device(cfg.model.device).type == "cuda"
 
 
 def thread_plan(cfg: Config) -> ThreadPlan:
-    """Threads for the model and for decoding from the config; 0 means automatic.
+    """Threads for the model and for decoding, and the batch size, from the config; 0 means
+    automatic.
 
-    Automatic, 4 CPUs or more: one decode worker per 4 CPUs and the model gets the rest, each
-    on its own cores. Fewer than 4 CPUs: the model and the decoders each get every CPU; on
-    ONNX Runtime the model runs one single-threaded session per model thread and decoding
-    overlaps it, on torch they take turns (decoders pause while a batch is encoded).
+    Automatic on a GPU: batches of 128, one CPU thread for the model and every other CPU
+    decoding. On the CPU, batches of 32; 4 CPUs or more: one decode worker per 4 CPUs and the
+    model gets the rest, each on its own cores. Fewer than 4 CPUs: the model and the decoders
+    each get every CPU; on ONNX Runtime the model runs one single-threaded session per model
+    thread and decoding overlaps it, on torch they take turns (decoders pause while a batch is
+    encoded).
     """
     cpus = cpu_count()
+    if _on_gpu(cfg):
+        return ThreadPlan(
+            model_threads=cfg.index.torch_threads or 1,
+            decode_workers=cfg.index.decode_workers or max(1, cpus - 1),
+            take_turns=False,
+            batch_size=cfg.index.batch_size or GPU_BATCH,
+        )
     small = cpus < 4
     workers = cfg.index.decode_workers or (cpus if small else max(1, cpus // 4))
     threads = cfg.index.torch_threads or (cpus if small else max(1, cpus - workers))
@@ -103,7 +126,8 @@ def thread_plan(cfg: Config) -> ThreadPlan:
         sessions = cfg.index.model_sessions or (threads if shared and small else 1)
         sessions = max(1, min(sessions, threads))
     split = sessions == threads and sessions > 1  # single-threaded sessions: no barrier
-    return ThreadPlan(threads, workers, take_turns=shared and not split, model_sessions=sessions)
+    return ThreadPlan(threads, workers, take_turns=shared and not split, model_sessions=sessions,
+                      batch_size=cfg.index.batch_size or CPU_BATCH)  # fmt: skip
 
 
 def effective_precision(configured: str, device: str) -> str:

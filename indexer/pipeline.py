@@ -257,8 +257,8 @@ class Indexer:
         return rep
 
     def _encode_all(self, work: list[_Work], rep: IndexReport, progress: bool) -> None:
-        bs = self.cfg.index.batch_size
         plan = thread_plan(self.cfg)
+        bs = plan.batch_size
         workers = plan.decode_workers
         bar = None
         if progress and work:

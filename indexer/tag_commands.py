@@ -150,7 +150,9 @@ def run_eval(args: argparse.Namespace, cfg: Config) -> int:
     except ev.DatasetError as exc:
         raise UserError(str(exc)) from None
     model, preprocess = _load_model(cfg)
-    batch = args.batch_size or cfg.index.batch_size
+    from .encoder import thread_plan
+
+    batch = args.batch_size or thread_plan(cfg).batch_size
     results = []
     try:
         if folder is not None:

@@ -566,7 +566,22 @@ def test_effective_backend(tmp_path, monkeypatch):
 def test_thread_plan(cpus, backend, index, expected, tmp_path, monkeypatch):
     monkeypatch.setattr("indexer.encoder.cpu_count", lambda: cpus)
     monkeypatch.setattr("indexer.encoder.effective_backend", lambda cfg: backend)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert thread_plan(_config(tmp_path, index=index)) == expected
+
+
+def test_thread_plan_gpu(tmp_path, monkeypatch):
+    """With CUDA: big batches, one model thread, every other CPU decoding; explicit settings
+    and the CPU device still win."""
+    monkeypatch.setattr("indexer.encoder.cpu_count", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    auto = _config(tmp_path)
+    assert effective_backend(auto) == "torch"  # ONNX Runtime is CPU-only
+    assert thread_plan(auto) == ThreadPlan(1, 15, False, 1, batch_size=128)
+    explicit = _config(tmp_path, index={"batch_size": 64, "decode_workers": 6})
+    assert thread_plan(explicit) == ThreadPlan(1, 6, False, 1, batch_size=64)
+    cpu = thread_plan(_config(tmp_path, {"device": "cpu"}))
+    assert cpu.batch_size == 32 and cpu.decode_workers == 4
 
 
 # -- 7. end to end: index with the default (onnxruntime int8) and compare with torch fp32 ------

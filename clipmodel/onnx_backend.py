@@ -421,7 +421,8 @@ class OnnxCLIP:
     def _run_on(self, sess: Any, name: str, x: np.ndarray) -> np.ndarray:
         step = self.rows_per_call or len(x)
         try:
-            outs = [sess.run(None, {name: x[i : i + step]})[0] for i in range(0, len(x), step)]
+            starts = range(0, max(len(x), 1), step)  # an empty batch still runs once
+            outs = [sess.run(None, {name: x[i : i + step]})[0] for i in starts]
         finally:
             self._free.put(sess)
         return outs[0] if len(outs) == 1 else np.concatenate(outs)

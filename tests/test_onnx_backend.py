@@ -323,6 +323,7 @@ def test_image_sessions_split_and_share(tiny_checkpoint, int8_cache, coco_images
                 assert cos.min() >= 0.999, cos.min()  # its own images, in order
                 wrong = F.cosine_similarity(out, reference(part).roll(1, 0), dim=-1)
                 assert wrong.min() < 0.99  # negative control: a shifted order is caught
+    assert split.encode_pixels(x[:0]).shape == (0, split.embed_dim)
     assert split._free.qsize() == 2  # every session handed back
 
 

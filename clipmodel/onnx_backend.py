@@ -12,9 +12,11 @@ the integer pixels exactly (only its weights are quantized) and the float input 
 convolution disappears. :meth:`OnnxCLIP.encode_image` still takes the usual normalised float
 images and rounds them back to the 8-bit values they came from.
 
-Measured on a 2-core AVX512-VNNI CPU with ViT-B/32 (``bench/bench_model.py``): images 64-66
-per second (torch bf16: 36), a short text query 5 ms (torch bf16: 16 ms), embeddings within
-cosine 0.999 of the fp32 model (``bench/bench_fidelity.py`` checks a given checkpoint).
+Measured on a 2-core AVX512-VNNI CPU with ViT-B/32 (``bench/bench_model.py``): images 72 per
+second in one 2-thread session, 81 in two single-threaded ones (``image_sessions=2``, as the
+indexer runs it there; torch bf16: 42), a short text query 3 ms (torch bf16: 9 ms),
+embeddings within cosine 0.999 of the fp32 model (``bench/bench_fidelity.py`` checks a given
+checkpoint).
 """
 
 from __future__ import annotations

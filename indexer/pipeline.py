@@ -157,7 +157,7 @@ class Indexer:
         self.store, self.encoder, self.cfg, self.thumb_dir = store, encoder, cfg, thumb_dir
         # tag_store.Tagger (tags.auto): tags each committed batch's vectors, catches up at the end
         self.tagger = tagger
-        self._take_turns = thread_plan(cfg).take_turns
+        self._plan = thread_plan(cfg)
         self._model_idle = threading.Event()
         self._model_idle.set()
         # JPEGs decode at the smallest DCT scale that still leaves 1.5x the model's input
@@ -257,7 +257,7 @@ class Indexer:
         return rep
 
     def _encode_all(self, work: list[_Work], rep: IndexReport, progress: bool) -> None:
-        plan = thread_plan(self.cfg)
+        plan = self._plan
         bs = plan.batch_size
         workers = plan.decode_workers
         bar = None
@@ -351,7 +351,7 @@ class Indexer:
             row.update(width=rec.width, height=rec.height, taken_at=rec.taken_at, camera=rec.camera)
 
     def _encode(self, batch: list[_Result]) -> np.ndarray:
-        if self._take_turns:
+        if self._plan.take_turns:
             self._model_idle.clear()
         try:
             return self.encoder.encode_images([r.tensor for r in batch])

@@ -92,12 +92,6 @@ class ThreadPlan:
     batch_size: int = CPU_BATCH  # images per commit (and per model call)
 
 
-def _on_gpu(cfg: Config) -> bool:
-    from clipmodel.api import resolve_device
-
-    return effective_backend(cfg) == "torch" and resolve_device(cfg.model.device).type == "cuda"
-
-
 def thread_plan(cfg: Config) -> ThreadPlan:
     """Threads for the model and for decoding, and the batch size, from the config; 0 means
     automatic.
@@ -109,8 +103,11 @@ def thread_plan(cfg: Config) -> ThreadPlan:
     thread and decoding overlaps it, on torch they take turns (decoders pause while a batch is
     encoded).
     """
+    from clipmodel.api import resolve_device
+
     cpus = cpu_count()
-    if _on_gpu(cfg):
+    backend = effective_backend(cfg)
+    if backend == "torch" and resolve_device(cfg.model.device).type == "cuda":
         return ThreadPlan(
             model_threads=cfg.index.torch_threads or 1,
             decode_workers=cfg.index.decode_workers or max(1, cpus - 1),
@@ -122,7 +119,7 @@ def thread_plan(cfg: Config) -> ThreadPlan:
     threads = cfg.index.torch_threads or (cpus if small else max(1, cpus - workers))
     shared = threads + workers > cpus
     sessions = 1
-    if effective_backend(cfg) == "onnxruntime":
+    if backend == "onnxruntime":
         sessions = cfg.index.model_sessions or (threads if shared and small else 1)
         sessions = max(1, min(sessions, threads))
     split = sessions == threads and sessions > 1  # single-threaded sessions: no barrier

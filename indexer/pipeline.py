@@ -272,8 +272,8 @@ class Indexer:
         depth = 1 if plan.take_turns else plan.model_sessions
         part = (getattr(self.encoder, "rows_per_call", 0) or bs) if depth > 1 else bs
 
-        def encode(batch: list[_Result]) -> list[Future]:
-            return [model.submit(self._encode, batch[i : i + part])
+        def encode(pool: ThreadPoolExecutor, batch: list[_Result]) -> list[Future]:
+            return [pool.submit(self._encode, batch[i : i + part])
                     for i in range(0, len(batch), part)]  # fmt: skip
 
         pending: deque = deque()
@@ -282,7 +282,7 @@ class Indexer:
                 for res in ordered_map(self._process, work, workers, max_pending=2 * bs + workers):
                     self._handle(res, changes, batch, rep)
                     if len(batch) >= bs or len(changes) >= 4 * bs:
-                        pending.append((changes, batch, encode(batch)))
+                        pending.append((changes, batch, encode(model, batch)))
                         changes, batch = Changes.empty(), []
                         while len(pending) > depth:
                             self._commit(*pending.popleft(), rep)
@@ -292,7 +292,7 @@ class Indexer:
                     if bar is not None:
                         bar.update(1)
                 else:
-                    pending.append((changes, batch, encode(batch)))
+                    pending.append((changes, batch, encode(model, batch)))
                 while pending:
                     self._commit(*pending.popleft(), rep)
         finally:

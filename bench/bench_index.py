@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bench_index                  # random ViT-B/32, 12 MP + web-size
     .venv/bin/python -m bench.bench_index --weights ViT-B-32.pt --large 200
+    .venv/bin/python -m bench.bench_index --baseline ../old-checkout   # before vs after
 
 For each dataset (12 MP JPEGs made by upscaling coco-mini, and coco-mini as is) it builds a
 fresh index with each configuration variant through the real CLI (a subprocess, as a user
@@ -9,6 +10,10 @@ runs it), runs the seed recipe on the same files, and reports images/s, the rati
 recipe, and the fidelity of the stored vectors (cosine to the seed recipe's fp32 embeddings).
 Every variant and the seed recipe run ``--repeats`` times (3), interleaved, so a slow spell
 of a noisy machine hits them alike; the table gives the median and each run.
+
+``--baseline DIR`` adds a variant "default @ baseline": the default config indexed by the code of
+another checkout (``PYTHONPATH=DIR``), interleaved with the others, so a change is measured
+against the code before it in one run.
 
 Model caches go to a fresh folder (``CLIPSEARCH_CACHE_DIR``), so the one-time costs of a first
 run on a machine (the int8 ONNX export, encoding the tag vocabulary's prompts) are measured by
@@ -59,26 +64,40 @@ def write_config(work: Path, root: Path, weights: Path, overrides: dict) -> Path
 
 
 ENV = dict(os.environ)  # CLIPSEARCH_CACHE_DIR is set in main()
+BASELINE = "default @ baseline"
+TREES: dict[str, Path] = {}  # variant -> checkout whose code runs it (main() adds the baseline)
 
 
-def run_index(config: Path) -> dict:
-    cli = Path(sys.executable).with_name("clipsearch")
-    cmd = [str(cli), "--config", str(config), "index", "--json", "--no-progress"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+def run_index(config: Path, tree: Path | None = None) -> dict:
+    cmd = [sys.executable, "-m", "indexer.cli", "--config", str(config), "index", "--json",
+           "--no-progress"]  # fmt: skip
+    env = dict(ENV, PYTHONPATH=str(tree or REPO))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree or REPO)
     if out.returncode != 0:
         raise SystemExit(f"clipsearch index failed: {out.stderr.strip()}")
     return json.loads(out.stdout)
 
 
 def stored_vectors(config: Path, paths: list[Path]) -> np.ndarray:
-    """Vectors of ``paths`` from the index just built, in the same order."""
-    from indexer import Library, load_config
+    """Vectors of ``paths`` from the index just built, in the same order.
 
-    with Library.open(load_config(config)) as lib:
+    Read from the SQLite file directly, so an index written by another checkout's code
+    (``--baseline``) is read the same way."""
+    import sqlite3
+
+    index_dir = Path(yaml.safe_load(config.read_text())["index"]["dir"])
+    version = (index_dir / "CURRENT").read_text().strip()
+    con = sqlite3.connect(index_dir / version / "index.sqlite")
+    try:
         vecs = []
         for p in paths:
-            record = lib.store.record_by_path(p)
-            vecs.append(lib.store.vectors([record.id])[1][0])
+            (blob,) = con.execute(
+                "SELECT v.vector FROM images i JOIN vectors v ON v.image_id = i.id "
+                "WHERE i.path = ?", (os.fsencode(os.path.abspath(p)),),
+            ).fetchone()  # fmt: skip
+            vecs.append(np.frombuffer(blob, dtype="<f4"))
+    finally:
+        con.close()
     return np.stack(vecs)
 
 
@@ -93,10 +112,11 @@ def bench_dataset(
     for _ in range(repeats):
         seed_s, seed_vecs = seed_recipe(weights, seed_files)
         rates["seed recipe"].append(len(seed_files) / seed_s)
-        for variant, overrides in VARIANTS.items():
+        variants = dict(VARIANTS, **({BASELINE: VARIANTS["default"]} if TREES else {}))
+        for variant, overrides in variants.items():
             with tempfile.TemporaryDirectory() as tmp:
                 config = write_config(Path(tmp), root, weights, overrides)
-                report = run_index(config)
+                report = run_index(config, TREES.get(variant))
                 ours = stored_vectors(config, seed_files)
             rates.setdefault(variant, []).append(report["encoded"] / report["seconds"])
             counts[variant] = report["encoded"]
@@ -112,7 +132,7 @@ def bench_dataset(
     return rows
 
 
-def first_run(files: list[Path], weights: Path) -> float:
+def first_run(files: list[Path], weights: Path, tree: Path | None = None) -> float:
     """Wall seconds of the first `clipsearch index` on this machine (cold model caches)."""
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / "photos"
@@ -121,7 +141,7 @@ def first_run(files: list[Path], weights: Path) -> float:
             shutil.copy(f, lib / f.name)
         config = write_config(Path(tmp), lib, weights, {})
         start = time.perf_counter()
-        run_index(config)
+        run_index(config, tree)
         return time.perf_counter() - start
 
 
@@ -133,12 +153,17 @@ def main() -> None:
     ap.add_argument("--seed-n", type=int, default=60, help="images the seed recipe encodes")
     ap.add_argument("--repeats", type=int, default=3, help="runs per variant (median reported)")
     ap.add_argument("--json", help="write the rows to this file")
+    ap.add_argument("--baseline", help="another checkout: adds its default config as a variant")
     args = ap.parse_args()
+    if args.baseline:
+        TREES[BASELINE] = Path(args.baseline).resolve()
     weights = benchmark_weights(args.weights)
     cache = tempfile.mkdtemp(prefix="bench-model-cache-")
     ENV["CLIPSEARCH_CACHE_DIR"] = cache
     rows = []
     cold_s = first_run(coco_photos(8), weights)
+    if TREES:  # the baseline's own caches (its export may differ) are warmed too, untimed
+        first_run(coco_photos(8), weights, TREES[BASELINE])
     if args.large:
         large = make_large_jpegs(CACHE / "large-12mp", args.large)
         rows += bench_dataset(

@@ -27,18 +27,18 @@ from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
-from .config import Config
-from .encoder import ClipEncoder, Encoder, thread_plan
-from .images import thumbnail_file
-from .lock import WriterLock
-from .pipeline import Indexer, IndexReport
-from .scan import check_roots
-from .search import SearchEngine, SearchResults
-from .store import IndexMissingError, IndexStore, Record
-from .tag_store import TaggingMixin
-from .vector_index import set_threads as set_faiss_threads
-from .watch_status import read_status as read_watch_status
-from .watch_status import watch_status
+from indexer.config import Config
+from indexer.embed.encoder import ClipEncoder, Encoder, thread_plan
+from indexer.embed.images import thumbnail_file
+from indexer.store.lock import WriterLock
+from indexer.ingest.pipeline import Indexer, IndexReport
+from indexer.ingest.scan import check_roots
+from indexer.search.engine import SearchEngine, SearchResults
+from indexer.store.sqlite.store import IndexMissingError, IndexStore, Record
+from indexer.tags.sync import TaggingMixin
+from indexer.store.vectors.index import set_threads as set_faiss_threads
+from indexer.watch.status import read_status as read_watch_status
+from indexer.watch.status import watch_status
 
 CURRENT_NAME = "CURRENT"
 THUMBS_NAME = "thumbs"

@@ -88,7 +88,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .config import Config, ConfigError, load_config
+from indexer.config import Config, ConfigError, load_config
 
 COMMAND_MODULES: tuple[str, ...] = (
     "app.commands",
@@ -124,13 +124,13 @@ def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser],
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types reported as one-line user errors."""
-    from .db import SchemaError
-    from .encoder import EncoderUnavailableError
-    from .lock import IndexBusyError
-    from .pipeline import PathOutsideRootsError
-    from .scan import RootMissingError
-    from .search import QueryError
-    from .store import IndexMissingError, ModelMismatchError
+    from indexer.store.sqlite.schema import SchemaError
+    from indexer.embed.encoder import EncoderUnavailableError
+    from indexer.store.lock import IndexBusyError
+    from indexer.ingest.pipeline import PathOutsideRootsError
+    from indexer.ingest.scan import RootMissingError
+    from indexer.search.engine import QueryError
+    from indexer.store.sqlite.store import IndexMissingError, ModelMismatchError
 
     return (UserError, ConfigError, RootMissingError, PathOutsideRootsError, FileNotFoundError,
             ModelMismatchError, EncoderUnavailableError, IndexMissingError, IndexBusyError,
@@ -169,7 +169,7 @@ def _report(rep, as_json: bool) -> None:
 
 @command("index", "bring the index up to date with the library roots", _index_args)
 def _cmd_index(args: argparse.Namespace, cfg: Config) -> int:
-    from .library import Library
+    from indexer.library import Library
 
     for path in args.paths:
         if not os.path.lexists(path):
@@ -187,7 +187,7 @@ def _reindex_args(p: argparse.ArgumentParser) -> None:
 
 @command("reindex", "rebuild the index with the configured model, then swap it in", _reindex_args)
 def _cmd_reindex(args: argparse.Namespace, cfg: Config) -> int:
-    from .library import Library
+    from indexer.library import Library
 
     with Library.open(cfg, writer=True) as lib:
         rep = lib.reindex(progress=not args.no_progress and sys.stderr.isatty())
@@ -213,7 +213,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 @command("search", "search the index by text and/or an example image", _search_args)
 def _cmd_search(args: argparse.Namespace, cfg: Config) -> int:
-    from .library import Library
+    from indexer.library import Library
 
     if not args.query and not args.image:
         raise UserError("give a QUERY, --image, or both")
@@ -256,7 +256,7 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 
 @command("status", "show what is in the index", _status_args)
 def _cmd_status(args: argparse.Namespace, cfg: Config) -> int:
-    from .library import Library
+    from indexer.library import Library
 
     with Library.open(cfg) as lib:
         doc = lib.status(max_errors=max(args.errors, 0))

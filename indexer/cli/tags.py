@@ -35,8 +35,8 @@ import sys
 from collections.abc import Iterable
 from typing import IO, Any
 
-from .cli import UserError, command
-from .config import Config
+from indexer.cli import UserError, command
+from indexer.config import Config
 
 TEMPLATE_CHOICES = ("imagenet", "default", "none")
 CLASSIFY_HELP = "zero-shot probabilities of labels for image files"
@@ -58,7 +58,7 @@ def templates_for(choice: str) -> tuple[str, ...]:
 
 def _load_model(cfg: Config) -> tuple[Any, Any]:
     """(model, preprocess) of the configured model, loaded as the indexer loads it."""
-    from .encoder import ClipEncoder
+    from indexer.embed.encoder import ClipEncoder
 
     encoder = ClipEncoder.from_config(cfg)
     return encoder.model, encoder.tensor_preprocess
@@ -87,7 +87,7 @@ def parse_labels(text: str) -> list[str]:
 def run_classify(args: argparse.Namespace, cfg: Config) -> int:
     import clipmodel as clip
 
-    from .images import BadImage, decode, read_file, setup_codecs
+    from indexer.embed.images import BadImage, decode, read_file, setup_codecs
 
     labels = parse_labels(args.labels)
     setup_codecs()
@@ -134,7 +134,7 @@ def configure_eval(p: argparse.ArgumentParser) -> None:
 
 @command("eval", EVAL_HELP, configure_eval)
 def run_eval(args: argparse.Namespace, cfg: Config) -> int:
-    from . import evaluate as ev
+    from indexer.tags import evaluate as ev
 
     if not args.imagefolder and not args.coco:
         raise UserError("eval: give --imagefolder DIR and/or --coco JSON --images DIR")
@@ -150,7 +150,7 @@ def run_eval(args: argparse.Namespace, cfg: Config) -> int:
     except ev.DatasetError as exc:
         raise UserError(str(exc)) from None
     model, preprocess = _load_model(cfg)
-    from .encoder import thread_plan
+    from indexer.embed.encoder import thread_plan
 
     batch = args.batch_size or thread_plan(cfg).batch_size
     results = []
@@ -198,7 +198,7 @@ def configure_tag(p: argparse.ArgumentParser) -> None:
 
 @command("tag", TAG_HELP, configure_tag)
 def run_tag(args: argparse.Namespace, cfg: Config) -> int:
-    from .library import Library
+    from indexer.library import Library
 
     with Library.open(cfg, writer=True) as lib:
         lib.vocabulary()  # a bad vocabulary fails before anything else
@@ -233,7 +233,7 @@ def _find_image(lib: Any, ref: str) -> Any:
 
 @command("tags", TAGS_HELP, configure_tags)
 def run_tags(args: argparse.Namespace, cfg: Config) -> int:
-    from .library import Library
+    from indexer.library import Library
 
     with Library.open(cfg) as lib:
         if args.image:
@@ -284,7 +284,7 @@ def _tag_rows(lib: Any) -> list[tuple[Any, list[tuple[str, float]]]]:
 
 def _has_own_keywords(sidecar: Any) -> bool:
     """Whether a sidecar exists and lists keywords clipsearch wrote (its own namespace)."""
-    from .xmp import NS
+    from indexer.tags.xmp import NS
 
     try:
         return NS["clipsearch"].encode() in sidecar.read_bytes()
@@ -293,7 +293,7 @@ def _has_own_keywords(sidecar: Any) -> bool:
 
 
 def _export_xmp(lib: Any, naming: str) -> int:
-    from . import xmp
+    from indexer.tags import xmp
 
     rows = _tag_rows(lib)
     tagged = {rec.id for rec, _ in rows}
@@ -321,7 +321,7 @@ def _export_xmp(lib: Any, naming: str) -> int:
 
 @command("export", EXPORT_HELP, configure_export)
 def run_export(args: argparse.Namespace, cfg: Config) -> int:
-    from .library import Library
+    from indexer.library import Library
 
     if args.format == "xmp" and args.out:
         raise UserError("export xmp: sidecars are written beside the photos; --out is for csv/json")
@@ -357,7 +357,7 @@ def configure_duplicates(p: argparse.ArgumentParser) -> None:
 
 @command("duplicates", DUPLICATES_HELP, configure_duplicates)
 def run_duplicates(args: argparse.Namespace, cfg: Config) -> int:
-    from .library import Library
+    from indexer.library import Library
 
     thr = cfg.tags.duplicate_threshold if args.threshold is None else args.threshold
     if not -1.0 <= thr <= 1.0:

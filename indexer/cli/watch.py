@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import UserError, command
-from .config import LOG_LEVELS, WATCH_OBSERVERS, Config
+from indexer.cli import UserError, command
+from indexer.config import LOG_LEVELS, WATCH_OBSERVERS, Config
 
 
 def _watch_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def _watch_args(p: argparse.ArgumentParser) -> None:
     _watch_args,
 )
 def _cmd_watch(args: argparse.Namespace, cfg: Config) -> int:
-    from .watch import WatchError, WatchService, setup_logging
+    from indexer.watch.service import WatchError, WatchService, setup_logging
 
     log_file = args.log_file or (
         str(cfg.resolve(cfg.watch.log_file)) if cfg.watch.log_file else None

@@ -18,7 +18,8 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from .config import Config
+from indexer.config import Config
+from indexer.types import ModelIdentity
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -29,19 +30,6 @@ TEXT_CACHE_SIZE = 4096  # text embeddings kept per process (2 KB each at 512 dim
 
 class EncoderUnavailableError(RuntimeError):
     """The model cannot be loaded (no weights offline, missing file, bad checkpoint)."""
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What an index records about the model its vectors came from."""
-
-    name: str
-    checkpoint_sha256: str
-    embed_dim: int
-    preprocess: str  # JSON of the preprocessing settings
-
-    def short(self) -> str:
-        return f"{self.name} (sha256 {self.checkpoint_sha256[:12]})"
 
 
 class Encoder(Protocol):

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config
-from .db import STATUS_ERROR, STATUS_OK
-from .encoder import Encoder, ordered_map, thread_plan
-from .images import (
+from indexer.config import Config
+from indexer.store.sqlite.schema import STATUS_ERROR, STATUS_OK
+from indexer.embed.encoder import Encoder, ordered_map, thread_plan
+from indexer.embed.images import (
     BadImage,
     content_hash,
     decode,
@@ -32,8 +32,8 @@ from .images import (
     thumbnail_file,
     write_thumbnail,
 )
-from .scan import FileEntry, check_roots, walk
-from .store import Changes, IndexStore
+from indexer.ingest.scan import FileEntry, check_roots, walk
+from indexer.store.sqlite.store import Changes, IndexStore
 
 
 class PathOutsideRootsError(ValueError):

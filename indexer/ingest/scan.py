@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .images import _os_reason
+from indexer.embed.images import _os_reason
 
 
 class RootMissingError(FileNotFoundError):

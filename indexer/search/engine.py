@@ -16,11 +16,11 @@ from datetime import datetime
 
 import numpy as np
 
-from . import query as query_mod
-from . import ranking
-from .encoder import Encoder
-from .images import BadImage, decode, read_file
-from .store import IndexStore, ModelMismatchError, Record
+from indexer.search import parse as query_mod
+from indexer.search import ranking
+from indexer.embed.encoder import Encoder
+from indexer.embed.images import BadImage, decode, read_file
+from indexer.store.sqlite.store import IndexStore, ModelMismatchError, Record
 
 _EXTRA = 16  # extra candidates fetched to make up for rows deleted since FAISS was synced
 _LIBRARY_SAMPLE = 2000  # library vectors sampled to estimate a query's score distribution
@@ -243,8 +243,8 @@ class SearchEngine:
     def _tagged_ids(self, store: IndexStore, tags: list[str]) -> np.ndarray:
         if self._tag_ids is not None:
             return np.asarray(self._tag_ids(tags), dtype=np.int64)
-        from .tag_store import ids_with_tags
-        from .tagging import Vocabulary
+        from indexer.tags.sync import ids_with_tags
+        from indexer.tags.vocabulary import Vocabulary
 
         return ids_with_tags(store.engine, Vocabulary(tags={}, top_n=None), tags)  # uncapped
 

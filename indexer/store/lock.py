@@ -10,11 +10,9 @@ import fcntl
 import os
 from pathlib import Path
 
+from indexer.store.errors import IndexBusyError
+
 LOCK_NAME = "writer.lock"
-
-
-class IndexBusyError(RuntimeError):
-    """Another process holds the writer lock of this index."""
 
 
 class WriterLock:

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, text
 
-from . import db
-from . import tagging as tg
-from .config import Config, ConfigError
-from .db import MetaRow, TagDefRow, TagRow, VectorRow
-from .queries import chunks
+from indexer.store.sqlite import schema as db
+from indexer.tags import vocabulary as tg
+from indexer.config import Config, ConfigError
+from indexer.store.sqlite.schema import MetaRow, TagDefRow, TagRow, VectorRow
+from indexer.store.sqlite.queries import chunks
 
 TAGS_GEN_KEY = "tags_gen"
 _CHUNK = 4096  # vectors scored at a time (bounded memory on large libraries)
@@ -476,7 +476,7 @@ class TaggingMixin:
 
     def duplicates(self, threshold: float | None = None) -> list:
         """Groups of near-duplicate images (``duplicates.DuplicateGroup``, keeper first)."""
-        from .duplicates import describe_groups, find_duplicate_groups
+        from indexer.tags.duplicates import describe_groups, find_duplicate_groups
 
         thr = self.cfg.tags.duplicate_threshold if threshold is None else float(threshold)
         store = self.store  # type: ignore[attr-defined]

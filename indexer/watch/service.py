@@ -40,11 +40,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config
-from .library import Library
-from .lock import IndexBusyError
-from .scan import walk
-from .watch_status import read_status, write_status
+from indexer.config import Config
+from indexer.library import Library
+from indexer.store.lock import IndexBusyError
+from indexer.ingest.scan import walk
+from indexer.watch.status import read_status, write_status
 
 log = logging.getLogger("clipsearch.watch")
 

@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from .lock import LOCK_NAME
+from indexer.store.lock import LOCK_NAME
 
 STATUS_NAME = "watch.json"
 

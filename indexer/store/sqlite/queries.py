@@ -1,19 +1,20 @@
-"""Read-only queries over the index database, shared by readers and writers.
+"""Read-only queries over the SQLite database, shared by readers and writers.
 
-:class:`StoreQueries` is mixed into :class:`indexer.store.IndexStore`; it needs ``engine``
-(an SQLAlchemy engine) and ``dim()`` from the class it is mixed into.
+:class:`StoreQueries` is one part of :class:`indexer.store.sqlite.SqliteStore`; it needs
+``engine`` (an SQLAlchemy engine) and ``dim()`` from the store.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Engine, func, select
 
-from .db import STATUS_ERROR, STATUS_OK, ImageRow, VectorRow
+from indexer.store.records import STATUS_ERROR, STATUS_OK, Record
+from indexer.store.sqlite.schema import ImageRow, VectorRow, translated_errors
 
 CHUNK = 500  # SQLite host parameters per IN (...) query
 _IMAGES = ImageRow.__table__
@@ -25,47 +26,59 @@ def chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
         yield seq[i : i + n]
 
 
-@dataclass
-class Record:
-    """One image row as the rest of the program sees it (``path`` is a ``str``)."""
+def decode_rows(rows: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, (n, D) float32) of ``(image_id, vector blob)`` rows."""
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+    return ids, vecs.astype(np.float32)
 
-    id: int
-    path: str
-    root: str
-    size: int | None
-    mtime_ns: int | None
-    content_hash: str | None
-    width: int | None
-    height: int | None
-    taken_at: str | None
-    camera: str | None
-    status: str
-    error: str | None
-    indexed_at: float
 
-    @classmethod
-    def from_row(cls, row) -> Record:  # noqa: ANN001 - a Row of the images table
-        return cls(
-            row.id, os.fsdecode(row.path), os.fsdecode(row.root), row.size, row.mtime_ns,
-            row.content_hash, row.width, row.height, row.taken_at, row.camera, row.status,
-            row.error, row.indexed_at,
-        )  # fmt: skip
+def vector_pages(
+    conn: Connection, lo: int | None = None, hi: int | None = None, size: int = 4096
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, (n, D) float32) of stored vectors with ``lo < gen <= hi``, by id (keyset pages,
+    so no cursor stays open while the caller writes)."""
+    last = -1
+    while True:
+        q = select(VectorRow.image_id, VectorRow.vector).where(VectorRow.image_id > last)
+        if lo is not None:
+            q = q.where(VectorRow.gen > lo)
+        if hi is not None:
+            q = q.where(VectorRow.gen <= hi)
+        rows = conn.execute(q.order_by(VectorRow.image_id).limit(size)).all()
+        if not rows:
+            return
+        ids, vecs = decode_rows(rows)
+        yield ids, vecs
+        last = int(ids[-1])
 
 
 class StoreQueries:
     """Lookups by id, path and filters; counts and error listings."""
 
-    def _decode_rows(self, rows: Sequence) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
-        return ids, vecs.astype(np.float32)
+    engine: Engine
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        with translated_errors(), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        with translated_errors(), self.engine.begin() as conn:
+            yield conn
+
+    def iter_vectors(self, size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored vector as (ids, (n, d) float32) pages, by id."""
+        with self._connect() as conn:
+            yield from vector_pages(conn, size=size)
 
     def vectors(
         self, ids: Sequence[int], conn: Connection | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(ids found, their vectors (n, d)) from SQLite, in the order of ``ids``."""
         if conn is None:
-            with self.engine.connect() as c:
+            with self._connect() as c:
                 return self.vectors(ids, c)
         found: dict[int, bytes] = {}
         for part in chunks(list(ids)):
@@ -74,12 +87,12 @@ class StoreQueries:
         rows = [(i, found[i]) for i in ids if i in found]
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, self.dim() or 0), np.float32)
-        return self._decode_rows(rows)
+        return decode_rows(rows)
 
     def records(self, ids: Sequence[int]) -> dict[int, Record]:
         """Image records by id (missing ids are left out)."""
         out: dict[int, Record] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for part in chunks(list(ids)):
                 for row in conn.execute(select(_IMAGES).where(ImageRow.id.in_(part))):
                     out[row.id] = Record.from_row(row)
@@ -87,7 +100,7 @@ class StoreQueries:
 
     def record_by_path(self, path: str | os.PathLike) -> Record | None:
         key = os.fsencode(os.path.abspath(path))
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(select(_IMAGES).where(ImageRow.path == key)).first()
             return Record.from_row(row) if row is not None else None
 
@@ -95,7 +108,7 @@ class StoreQueries:
         """(id, path bytes, size, mtime_ns, status, content_hash) of every image row."""
         cols = (ImageRow.id, ImageRow.path, ImageRow.size, ImageRow.mtime_ns, ImageRow.status,
                 ImageRow.content_hash)  # fmt: skip
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [tuple(r) for r in conn.execute(select(*cols))]
 
     def hashes_with_vectors(self) -> dict[str, list[int]]:
@@ -104,7 +117,7 @@ class StoreQueries:
         q = select(ImageRow.content_hash, ImageRow.id).join(
             VectorRow, VectorRow.image_id == ImageRow.id
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for h, i in conn.execute(q):
                 if h:
                     out.setdefault(h, []).append(i)
@@ -113,7 +126,7 @@ class StoreQueries:
     def content_hashes(self) -> set[str]:
         """Content hashes of all image rows."""
         q = select(ImageRow.content_hash).where(ImageRow.content_hash.is_not(None)).distinct()
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return set(conn.execute(q).scalars())
 
     def filter_ids(
@@ -128,11 +141,11 @@ class StoreQueries:
             q = q.where(ImageRow.taken_at >= since)
         if until:
             q = q.where(ImageRow.taken_at <= until)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return np.asarray(conn.execute(q).scalars().all(), dtype=np.int64)
 
     def counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             by_status = dict(
                 conn.execute(select(ImageRow.status, func.count()).group_by(ImageRow.status)).all()
             )
@@ -148,11 +161,11 @@ class StoreQueries:
         q = select(_IMAGES).where(ImageRow.status == STATUS_ERROR).order_by(ImageRow.path)
         if limit is not None:
             q = q.limit(limit)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [Record.from_row(r) for r in conn.execute(q)]
 
     def roots(self) -> dict[str, int]:
         """Indexed image count per root."""
         q = select(ImageRow.root, func.count()).where(ImageRow.status == STATUS_OK)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return {os.fsdecode(r): n for r, n in conn.execute(q.group_by(ImageRow.root))}

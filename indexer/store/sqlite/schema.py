@@ -3,7 +3,7 @@
 SQLite is the source of truth: every image has a row in ``images``; every successfully encoded
 image has its L2-normalised float32 vector in ``vectors`` (written in the same transaction),
 tagged with the ``gen`` (generation) of the commit that wrote it. Removed vectors leave a row in
-``tombstones``. The FAISS file is derived from these tables (see :mod:`indexer.store`).
+``tombstones``. The FAISS file is derived from these tables (see :mod:`indexer.store.sqlite.store`).
 
 Paths are stored as the file system's bytes (``os.fsencode``) so undecodable file names survive
 the round trip; ``os.fsdecode`` gives back the exact ``str`` Python uses for them.
@@ -15,7 +15,8 @@ keyed by the new version that upgrades a database of the previous version in pla
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import (
@@ -33,16 +34,14 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import NullPool
 
+from indexer.store.errors import SchemaError, StoreError, StoreUnavailableError
+from indexer.store.records import STATUS_ERROR, STATUS_OK  # noqa: F401 - the status column
+
 SCHEMA_VERSION = 2
-STATUS_OK = "ok"
-STATUS_ERROR = "error"
-
-
-class SchemaError(RuntimeError):
-    """The database's schema is newer than this program, or needs a migration a reader can't do."""
 
 
 class Base(DeclarativeBase):
@@ -206,3 +205,14 @@ def get_generation(conn: Connection) -> int:
     """The current generation (incremented by every commit that changes vectors)."""
     value = conn.execute(select(MetaRow.value).where(MetaRow.key == "generation")).scalar()
     return int(value) if value is not None else 0
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Raise the store's own errors for SQLAlchemy/sqlite3 ones (the store boundary)."""
+    try:
+        yield
+    except OperationalError as exc:  # locked, disk I/O, file gone
+        raise StoreUnavailableError(str(exc.orig) if exc.orig else str(exc)) from exc
+    except DBAPIError as exc:
+        raise StoreError(str(exc.orig) if exc.orig else str(exc)) from exc

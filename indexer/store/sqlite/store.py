@@ -1,63 +1,37 @@
-"""IndexStore: one index version = a SQLite database (source of truth) + a derived FAISS file.
+"""SqliteStore: one index version = a SQLite database (source of truth) + a derived FAISS file.
 
 Writers change SQLite in transactions that bump the *generation* and tag each written vector
 with it; deleted vectors leave tombstones. The FAISS file is saved atomically together with the
 generation it reflects. Anyone opening the store brings its in-memory FAISS index up to the
 SQLite generation by replaying newer vectors and tombstones (writers also verify the id sets and
 save the repaired file), so a crash at any moment loses nothing and leaves no orphans.
-Readers call :meth:`IndexStore.refresh` before each query to see a running writer's progress.
+Readers call :meth:`SqliteStore.refresh` before each query to see a running writer's progress.
+The contract is :class:`indexer.store.base.IndexStore`'s.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
-from . import db
-from .db import ImageRow, MetaRow, TagRow, TombstoneRow, VectorRow
-from .encoder import ModelIdentity
-from .queries import Record, StoreQueries, chunks  # noqa: F401 - Record re-exported
-from .vector_index import VectorIndex, choose_kind, normalize
+from indexer.store.base import IndexStore
+from indexer.store.errors import IndexMissingError
+from indexer.store.records import Changes, VectorState
+from indexer.store.sqlite import schema as db
+from indexer.store.sqlite.queries import chunks, decode_rows
+from indexer.store.sqlite.schema import ImageRow, MetaRow, TagRow, TombstoneRow, VectorRow
+from indexer.store.sqlite.tags import SqliteTags
+from indexer.store.vectors.checks import normalize
+from indexer.store.vectors.index import VectorIndex, choose_kind
+from indexer.types import ModelIdentity
 
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
 _REPLAY_CHUNK = 20_000  # vectors read from SQLite at a time when replaying
-
-
-class ModelMismatchError(RuntimeError):
-    """The index was built with another model than the one configured."""
-
-
-class IndexMissingError(FileNotFoundError):
-    """There is no index to read yet."""
-
-
-@dataclass
-class Changes:
-    """A batch of changes applied in one transaction by :meth:`IndexStore.apply`.
-
-    ``upserts``: image rows (dicts of ImageRow columns; ``id`` present = update that row) with
-    an optional ``vector`` (np.ndarray) or ``copy_from`` (id whose vector to copy); rows without
-    either become vector-less (errors). ``moves``/``touches``: dicts with ``id`` and the columns
-    to update, vectors untouched. ``deletes``: ids of rows to remove with their vectors.
-    """
-
-    upserts: list[dict]
-    moves: list[dict]
-    touches: list[dict]
-    deletes: list[int]
-
-    @classmethod
-    def empty(cls) -> Changes:
-        return cls([], [], [], [])
-
-    def __len__(self) -> int:
-        return len(self.upserts) + len(self.moves) + len(self.touches) + len(self.deletes)
 
 
 def _blob(vec: np.ndarray) -> bytes:
@@ -70,7 +44,7 @@ def _pruned(conn: Connection) -> int:
     return int(value) if value is not None else 0
 
 
-class IndexStore(StoreQueries):
+class SqliteStore(SqliteTags, IndexStore):
     """SQLite + FAISS for one index version directory; ``writer`` stores must hold the lock."""
 
     def __init__(self, path: Path, writer: bool = False, kind: str = "auto"):
@@ -84,7 +58,8 @@ class IndexStore(StoreQueries):
         elif not self.db_path.exists():
             raise IndexMissingError(f"no index in {self.path}; run `clipsearch index` first")
         self.engine = db.make_engine(self.db_path, writer)
-        db.ensure_schema(self.engine, writer)
+        with db.translated_errors():
+            db.ensure_schema(self.engine, writer)
         self.index: VectorIndex | None = None
         self.index_gen = 0
         self._faiss_sig: tuple | None = None
@@ -98,34 +73,16 @@ class IndexStore(StoreQueries):
 
     # ----------------------------------------------------------------- metadata / model
     def meta(self) -> dict[str, str]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return db.get_meta(conn)
 
     def generation(self) -> int:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return db.get_generation(conn)
 
-    def model_identity(self) -> ModelIdentity | None:
-        m = self.meta()
-        if "checkpoint_sha256" not in m:
-            return None
-        return ModelIdentity(
-            m["model_name"], m["checkpoint_sha256"], int(m["embed_dim"]), m.get("preprocess", "")
-        )
-
-    def check_model(self, identity: ModelIdentity) -> None:
-        """Raise :class:`ModelMismatchError` unless ``identity`` is this index's model."""
-        mine = self.model_identity()
-        if mine is not None and mine.checkpoint_sha256 != identity.checkpoint_sha256:
-            raise ModelMismatchError(
-                f"the index was built with model {mine.short()}, but the config selects "
-                f"{identity.short()}; run `clipsearch reindex` to rebuild it with the new model"
-            )
-
     def bind_model(self, identity: ModelIdentity) -> None:
-        """Record ``identity`` as this index's model (checked first; writers only)."""
         self.check_model(identity)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             if "checkpoint_sha256" not in db.get_meta(conn):
                 db.set_meta(
                     conn,
@@ -135,10 +92,6 @@ class IndexStore(StoreQueries):
                     preprocess=identity.preprocess,
                     created_at=time.time(),
                 )
-
-    def dim(self) -> int | None:
-        value = self.meta().get("embed_dim")
-        return int(value) if value else None
 
     # ----------------------------------------------------------------- FAISS sync
     def _faiss_signature(self) -> tuple | None:
@@ -177,7 +130,7 @@ class IndexStore(StoreQueries):
         )
         added = 0
         for rows in conn.execute(q).yield_per(_REPLAY_CHUNK).partitions():  # bounded memory
-            ids, vecs = self._decode_rows(rows)
+            ids, vecs = decode_rows(rows)
             self.index.add(ids, vecs)
             added += len(rows)
         self.index_gen = upto
@@ -185,7 +138,7 @@ class IndexStore(StoreQueries):
 
     def refresh(self) -> bool:
         """Bring the in-memory FAISS index up to the SQLite generation; True if it changed."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             sql_gen = db.get_generation(conn)
             # Replaying generations is enough unless the tombstones we would need were pruned
             # (by a writer's start-up repair) or SQLite went back in time (restored backup):
@@ -209,7 +162,7 @@ class IndexStore(StoreQueries):
         report = {"added": 0, "removed": 0, "rebuilt": False}
         if self.index is None:
             return report
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             sql_gen = db.get_generation(conn)
             if self.index_gen > sql_gen:
                 self.index, self.index_gen = VectorIndex.create(self.index.dim, "flat"), 0
@@ -245,9 +198,9 @@ class IndexStore(StoreQueries):
         want = choose_kind(len(self.index), self.kind)
         if want == self.index.kind:
             return False
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(VectorRow.image_id, VectorRow.vector)).all()
-        ids, vecs = self._decode_rows(rows) if rows else (np.zeros(0, np.int64), None)
+        ids, vecs = decode_rows(rows) if rows else (np.zeros(0, np.int64), None)
         if vecs is None:
             self.index = VectorIndex.create(self.index.dim, want)
         else:
@@ -285,7 +238,7 @@ class IndexStore(StoreQueries):
         images = ImageRow.__table__
         add_row = insert(images)
         set_row = update(images).where(images.c.id == bindparam("row_id"))
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             gen = db.get_generation(conn) + 1
             db.set_meta(conn, generation=gen)
             for up in changes.upserts:
@@ -356,6 +309,25 @@ class IndexStore(StoreQueries):
             conn.execute(delete(TombstoneRow).where(TombstoneRow.image_id.in_(had)))
             conn.execute(insert(TombstoneRow), [{"image_id": i, "gen": gen} for i in had])
         return list(had)
+
+    # ----------------------------------------------------------------- searching
+    def vector_state(self) -> VectorState:
+        if self.index is None:
+            return VectorState(None, 0, self.index_gen)
+        return VectorState(self.index.kind, len(self.index), self.index_gen)
+
+    def search_vectors(
+        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.index is None:
+            return np.full(k, -np.inf, np.float32), np.full(k, -1, np.int64)
+        scores, ids = self.index.search(query[None, :], k, allowed_ids=allowed_ids)
+        return scores[0], ids[0]
+
+    def sample_vectors(self, n: int) -> np.ndarray:
+        if self.index is None:
+            return np.zeros((0, self.dim() or 0), np.float32)
+        return self.index.sample(n)
 
     def close(self) -> None:
         if self.writer:

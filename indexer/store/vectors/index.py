@@ -18,35 +18,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import struct
-import tempfile
-import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import faiss
 import numpy as np
 
-KINDS = ("flat", "ivf", "ivf-sq8", "hnsw")
+from indexer.store.vectors import file as file_format
+from indexer.store.vectors.checks import (
+    as_ids,
+    as_matrix,
+    check_kind,
+    merge_sorted,
+    prepare,
+)
+
 FLAT_MAX = 200_000  # above this, "auto" picks ivf-sq8: 1M x 512 float32 is 2 GB, SQ8 is 512 MB
 
 DEFAULT_HNSW_M = 32
 DEFAULT_EF_CONSTRUCTION = 40
 DEFAULT_EF_SEARCH = 128
-
-# File layout: MAGIC, u32 version, u32 header length, JSON header, FAISS index bytes,
-# then a trailer (u64 payload length, u32 CRC32 of header+payload, END_MAGIC).
-_MAGIC = b"CSVINDEX"
-_END_MAGIC = b"CSVIEND\x00"
-_VERSION = 1
-_PREFIX = struct.Struct("<8sII")
-_TRAILER = struct.Struct("<QI8s")
-_MAX_HEADER = 1 << 20
-_CHUNK = 1 << 24
-
-_UNIT_TOL = 1e-3  # |norm - 1| below this counts as already normalised
 
 
 def set_threads(n: int) -> None:
@@ -59,19 +52,9 @@ def set_threads(n: int) -> None:
 def choose_kind(n: int, configured: str = "auto") -> str:
     """Index kind for a library of ``n`` vectors: ``configured`` unless it is "auto"."""
     if configured != "auto":
-        _check_kind(configured)
+        check_kind(configured)
         return configured
     return "flat" if n < FLAT_MAX else "ivf-sq8"
-
-
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    """Return a float32 C-contiguous copy with L2-normalised rows (zero rows stay zero)."""
-    x = np.array(vectors, dtype=np.float32, order="C", copy=True)
-    if x.ndim != 2:
-        raise ValueError(f"expected a 2-D array of vectors, got shape {x.shape}")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    np.divide(x, norms, out=x, where=norms > 0)
-    return x
 
 
 # k-means sees at most this many points per list: training time stays ~linear in nlist, not in
@@ -142,7 +125,7 @@ class VectorIndex:
         cls, ids: np.ndarray, vectors: np.ndarray, kind: str = "auto", **params: Any
     ) -> VectorIndex:
         """An index holding ``vectors`` under ``ids``; IVF quantisers are trained on them."""
-        x = _as_matrix(vectors)
+        x = as_matrix(vectors)
         self = cls.create(x.shape[1], choose_kind(len(x), kind), **params)
         self.add(ids, x)
         return self
@@ -185,8 +168,8 @@ class VectorIndex:
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Store ``vectors`` (normalised on the way in) under ``ids``, replacing existing ids."""
-        x = _prepare(vectors, self.dim)
-        keys = _as_ids(ids, unique=True)
+        x = prepare(vectors, self.dim)
+        keys = as_ids(ids, unique=True)
         if len(keys) != len(x):
             raise ValueError(f"{len(keys)} ids for {len(x)} vectors")
         if len(keys) == 0:
@@ -200,11 +183,11 @@ class VectorIndex:
         if self._index is None:
             self._train_ivf(x)
         self._index.add_with_ids(x, keys)
-        self._ids = _merge_sorted(self._ids, np.sort(keys))
+        self._ids = merge_sorted(self._ids, np.sort(keys))
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids`` (unknown ids are ignored); returns how many were removed."""
-        keys = np.unique(_as_ids(ids, unique=False))
+        keys = np.unique(as_ids(ids, unique=False))
         present = keys[self.contains(keys)]
         if present.size == 0:
             return 0
@@ -255,7 +238,7 @@ class VectorIndex:
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``ids`` are stored."""
-        keys = _as_ids(ids, unique=False)
+        keys = as_ids(ids, unique=False)
         if self._ids.size == 0 or keys.size == 0:
             return np.zeros(keys.size, dtype=bool)
         pos = np.minimum(np.searchsorted(self._ids, keys), self._ids.size - 1)
@@ -264,7 +247,7 @@ class VectorIndex:
     def get_vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors for ``ids`` (float32, (n, dim)); ivf-sq8 returns the decoded 8-bit
         approximation. Raises KeyError for ids not in the index."""
-        keys = _as_ids(ids, unique=False)
+        keys = as_ids(ids, unique=False)
         missing = keys[~self.contains(keys)]
         if missing.size:
             raise KeyError(f"ids not in index: {missing[:10].tolist()}")
@@ -306,7 +289,7 @@ class VectorIndex:
         allowed vectors when that is cheaper (len(allowed)^2 <= m * ef_search * n).
         An empty ``allowed_ids`` gives all-padding results.
         """
-        q = _prepare(np.atleast_2d(queries), self.dim)
+        q = prepare(np.atleast_2d(queries), self.dim)
         if isinstance(k, bool) or int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         k = int(k)
@@ -319,7 +302,7 @@ class VectorIndex:
         selector = None
         fraction = 1.0
         if allowed_ids is not None:
-            allowed = np.unique(_as_ids(allowed_ids, unique=False))
+            allowed = np.unique(as_ids(allowed_ids, unique=False))
             allowed = allowed[self.contains(allowed)]
             if allowed.size == 0:
                 return scores, labels
@@ -372,14 +355,9 @@ class VectorIndex:
     # ----------------------------------------------------------------- persistence
 
     def save(self, path: str | Path, generation: int) -> None:
-        """Atomically write the index and ``generation`` to ``path``.
-
-        Writes a temporary file in the same directory, fsyncs it, renames it over ``path``
-        and fsyncs the directory, so readers see either the old or the new file.
-        """
+        """Atomically write the index and ``generation`` to ``path`` (:func:`file.write`)."""
         if isinstance(generation, bool) or int(generation) != generation:
             raise ValueError(f"generation must be an integer, got {generation!r}")
-        path = Path(path)
         header = json.dumps(
             {
                 "dim": self.dim,
@@ -390,29 +368,13 @@ class VectorIndex:
             },
             sort_keys=True,
         ).encode()
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_PREFIX.pack(_MAGIC, _VERSION, len(header)))
-                f.write(header)
-                crc = zlib.crc32(header)
-                length = 0
-                if self._index is not None:
-                    sink = _ChecksumWriter(f, crc)
-                    writer = faiss.PyCallbackIOWriter(sink.write)
-                    faiss.write_index(self._index, writer)
-                    del writer
-                    crc, length = sink.crc, sink.length
-                f.write(_TRAILER.pack(length, crc, _END_MAGIC))
-                f.flush()
-                os.fchmod(f.fileno(), mode)
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+
+        def payload(write: Callable[[bytes], int]) -> None:
+            writer = faiss.PyCallbackIOWriter(write)
+            faiss.write_index(self._index, writer)
+            del writer
+
+        file_format.write(path, header, payload if self._index is not None else None)
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[VectorIndex, int]:
@@ -422,180 +384,16 @@ class VectorIndex:
         it is truncated, corrupt (checksum) or not an index file.
         """
         path = Path(path)
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            header, payload_start, payload_len = _read_envelope(f, size, path)
-            try:
-                meta = json.loads(header)
-                dim, kind = int(meta["dim"]), str(meta["kind"])
-                generation, count = int(meta["generation"]), int(meta["count"])
-                params = _Params.from_kwargs(meta["params"])
-                _check_kind(kind)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}: bad index header: {exc}") from exc
-            self = cls(dim, kind, params, None)
-            if payload_len:
-                f.seek(payload_start)
-                try:
-                    self._index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
-                except RuntimeError as exc:
-                    raise ValueError(f"{path}: cannot read FAISS index: {exc}") from exc
-        self._ids = self._stored_ids(path)
+        meta, index = file_format.read(path)
+        try:
+            dim, kind = int(meta["dim"]), str(meta["kind"])
+            generation, count = int(meta["generation"]), int(meta["count"])
+            params = _Params.from_kwargs(meta["params"])
+            check_kind(kind)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: bad index header: {exc}") from exc
+        self = cls(dim, kind, params, index)
+        self._ids = file_format.stored_ids(self._index, self.kind, self.dim, path)
         if self._ids.size != count:
             raise ValueError(f"{path}: header says {count} vectors, index holds {self._ids.size}")
         return self, generation
-
-    def _stored_ids(self, path: Path) -> np.ndarray:
-        """Ids read back from the FAISS index, after checking it matches ``kind``/``dim``."""
-        index = self._index
-        if index is None:
-            if self.kind in ("flat", "hnsw"):
-                raise ValueError(f"{path}: {self.kind} index has no FAISS payload")
-            return np.empty(0, dtype=np.int64)
-        expected = {
-            "flat": (faiss.IndexIDMap2, faiss.IndexFlatIP),
-            "hnsw": (faiss.IndexIDMap2, faiss.IndexHNSWFlat),
-            "ivf": (faiss.IndexIVFFlat, None),
-            "ivf-sq8": (faiss.IndexIVFScalarQuantizer, None),
-        }[self.kind]
-        inner = faiss.downcast_index(index.index) if expected[1] else None
-        if (
-            not isinstance(index, expected[0])
-            or (expected[1] and not isinstance(inner, expected[1]))
-            or index.d != self.dim
-            or index.metric_type != faiss.METRIC_INNER_PRODUCT
-        ):
-            raise ValueError(f"{path}: FAISS index does not match kind={self.kind} dim={self.dim}")
-        if self.kind in ("flat", "hnsw"):
-            ids = faiss.vector_to_array(index.id_map)
-        else:
-            ids = _ivf_ids(index)
-        ids = np.sort(ids.astype(np.int64, copy=False))
-        if ids.size and (ids[0] < 0 or np.any(ids[1:] == ids[:-1])):
-            raise ValueError(f"{path}: index holds negative or duplicate ids")
-        return ids
-
-
-# --------------------------------------------------------------------- helpers
-
-
-class _ChecksumWriter:
-    """File sink for faiss.PyCallbackIOWriter that tracks CRC32 and length."""
-
-    def __init__(self, f: BinaryIO, crc: int) -> None:
-        self._f = f
-        self.crc = crc
-        self.length = 0
-
-    def write(self, data: bytes) -> int:
-        self._f.write(data)
-        self.crc = zlib.crc32(data, self.crc)
-        self.length += len(data)
-        return len(data)
-
-
-def _read_envelope(f: BinaryIO, size: int, path: Path) -> tuple[bytes, int, int]:
-    """Validate prefix, trailer and checksum; return (header, payload offset, payload length)."""
-    if size < _PREFIX.size + _TRAILER.size:
-        raise ValueError(f"{path}: not a clipsearch vector index (file too short: {size} bytes)")
-    magic, version, header_len = _PREFIX.unpack(f.read(_PREFIX.size))
-    if magic != _MAGIC:
-        raise ValueError(f"{path}: not a clipsearch vector index (bad magic)")
-    if version != _VERSION:
-        raise ValueError(f"{path}: unsupported index format version {version}")
-    if header_len > _MAX_HEADER or _PREFIX.size + header_len + _TRAILER.size > size:
-        raise ValueError(f"{path}: truncated or corrupt index file")
-    f.seek(size - _TRAILER.size)
-    payload_len, crc, end = _TRAILER.unpack(f.read(_TRAILER.size))
-    payload_start = _PREFIX.size + header_len
-    if end != _END_MAGIC or payload_start + payload_len + _TRAILER.size != size:
-        raise ValueError(f"{path}: truncated or corrupt index file")
-    f.seek(_PREFIX.size)
-    actual = 0
-    remaining = header_len + payload_len
-    header = b""
-    while remaining:
-        chunk = f.read(min(_CHUNK, remaining))
-        if not chunk:
-            raise ValueError(f"{path}: truncated index file")
-        if not header:
-            header = chunk[:header_len]
-        actual = zlib.crc32(chunk, actual)
-        remaining -= len(chunk)
-    if actual != crc:
-        raise ValueError(f"{path}: index file checksum mismatch (corrupt)")
-    return header, payload_start, payload_len
-
-
-def _ivf_ids(index: faiss.IndexIVF) -> np.ndarray:
-    """All ids stored in an IVF index's inverted lists (one call per list, not per vector)."""
-    invlists = index.invlists
-    parts = [np.empty(0, dtype=np.int64)]
-    for lst in range(index.nlist):
-        size = invlists.list_size(lst)
-        if size:
-            ptr = invlists.get_ids(lst)
-            parts.append(faiss.rev_swig_ptr(ptr, size).copy())
-            invlists.release_ids(lst, ptr)
-    return np.concatenate(parts)
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown index kind {kind!r}; expected 'auto' or one of {KINDS}")
-
-
-def _as_matrix(vectors: np.ndarray) -> np.ndarray:
-    x = np.asarray(vectors)
-    if x.ndim != 2 or x.shape[1] < 1:
-        raise ValueError(f"expected a 2-D array of vectors, got shape {x.shape}")
-    return x
-
-
-def _prepare(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """float32 C-contiguous unit rows; avoids copying input that already is."""
-    x = _as_matrix(vectors)
-    if x.shape[1] != dim:
-        raise ValueError(f"vectors have dimension {x.shape[1]}, index has {dim}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"vectors must be floating point, got {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    sq = np.einsum("ij,ij->i", x, x)
-    if not np.all(np.isfinite(sq)):
-        raise ValueError("vectors contain NaN or infinite values")
-    if np.any(sq == 0):
-        raise ValueError("vectors contain all-zero rows")
-    if np.any(np.abs(sq - 1) > _UNIT_TOL):
-        x = x / np.sqrt(sq)[:, None]
-    return x
-
-
-def _as_ids(ids: np.ndarray, *, unique: bool) -> np.ndarray:
-    a = np.asarray(ids)
-    if a.ndim != 1:
-        raise ValueError(f"ids must be 1-D, got shape {a.shape}")
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"ids must be integers, got {a.dtype}")
-    a = np.ascontiguousarray(a, dtype=np.int64)
-    if a.size and a.min() < 0:
-        raise ValueError("ids must be >= 0 (-1 marks missing results)")
-    if unique and np.unique(a).size != a.size:
-        raise ValueError("duplicate ids in one call")
-    return a
-
-
-def _merge_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Merge two sorted disjoint id arrays in O(len(a) + len(b) log len(a))."""
-    if a.size == 0:
-        return b.copy()
-    return np.insert(a, np.searchsorted(a, b), b)

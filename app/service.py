@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from indexer import query as query_mod
-from indexer import ranking
-from indexer.search import QueryError, SearchHit
+from indexer.search import parse as query_mod
+from indexer.search import ranking
+from indexer.search.engine import QueryError, SearchHit
 
 from .safety import UnsafePathError, resolve_inside_roots
 
@@ -153,7 +153,7 @@ def run_search(
 
 def browse_tags(lib: Any, tag_source: Any, req: SearchRequest) -> SearchOutcome:
     """Photos carrying all of ``req.tags`` (no query: newest first), filters applied."""
-    from indexer.search import parse_date
+    from indexer.search.engine import parse_date
 
     start = time.perf_counter()
     ids = tag_source.ids_with(req.tags)

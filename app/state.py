@@ -18,8 +18,8 @@ import streamlit as st
 from PIL import Image, ImageOps
 
 from indexer.config import Config, load_config
-from indexer.encoder import ClipEncoder, thread_plan
-from indexer.images import decode, read_file
+from indexer.embed.encoder import ClipEncoder, thread_plan
+from indexer.embed.images import decode, read_file
 from indexer.library import Library
 
 DETAIL_MAX_SIDE = 1600  # the detail view shows the photo scaled down to this

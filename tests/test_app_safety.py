@@ -12,7 +12,7 @@ from PIL import Image
 
 from app import commands, safety, service
 from indexer.config import ConfigError, config_from_dict
-from indexer.search import QueryError
+from indexer.search.engine import QueryError
 
 
 def jpeg(size=(40, 30)) -> bytes:
@@ -124,8 +124,8 @@ def test_build_terms(lib_dirs):
 
 
 def test_sort_and_pages():
-    from indexer.search import SearchHit
-    from indexer.store import Record
+    from indexer.search.engine import SearchHit
+    from indexer.store.sqlite.store import Record
 
     def hit(i, date):
         rec = Record(i, f"/p/{i}.jpg", "/p", 1, 1, "h", 1, 1, date, None, "ok", None, 0.0)

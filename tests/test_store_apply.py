@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import insert, select
 
-from indexer.db import STATUS_ERROR, STATUS_OK, TagRow, TombstoneRow, VectorRow
-from indexer.store import Changes, IndexStore
+from indexer.store.sqlite.schema import STATUS_ERROR, STATUS_OK, TagRow, TombstoneRow, VectorRow
+from indexer.store.sqlite.store import Changes, IndexStore
 
 
 def _row(name: str, **extra) -> dict:

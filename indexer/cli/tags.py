@@ -1,27 +1,20 @@
-"""CLI commands of tagging: ``classify``, ``eval``, ``tag``, ``tags``, ``export``, ``duplicates``.
+"""CLI commands of tags: ``tag``, ``tags``, ``export``, ``duplicates``.
 
-    clipsearch classify IMAGE... --labels "a dog,a cat,a bird" [--templates none] [--json]
-    clipsearch eval [--imagefolder DIR] [--coco JSON --images DIR] [--templates imagenet]
-                    [--batch-size N] [--limit N] [--json-out FILE]
     clipsearch tag [--all] [--json] [--no-progress]
     clipsearch tags [--image PATH|ID] [--json]
     clipsearch export xmp|csv|json [--out FILE] [--naming append|replace]
     clipsearch duplicates [--threshold X] [--json]
 
-Wiring: ``"indexer.tag_commands"`` is in ``indexer.cli.COMMAND_MODULES`` (the commands register
-themselves through ``indexer.cli.command`` on import), or call :func:`register` on a
-subparsers object of your own (it sets ``handler`` to ``fn(args, cfg) -> exit code``).
-
-Storage (:mod:`indexer.tag_store`, schema 2 of :mod:`indexer.db`): ``tags(image_id, tag,
-score)`` holds every tag that passes its threshold *uncapped* and ``top_n`` is applied when
-reading, so editing one tag never changes other tags' rows; ``tag_defs(tag, fingerprint)``
-records each tag's definition. ``clipsearch tag`` re-scores only the tags whose fingerprint
-changed (all with ``--all``) from the stored vectors -- text encoding of the changed prompts
-only, no image decoding -- deletes the rows of removed tags and tags images indexed while
-``tags.auto`` was off. With ``tags.auto`` (default) ``clipsearch index`` tags each committed
-batch, and runs the full pass at the end of the run when the vocabulary changed. Deleting an
-image (or its vector) deletes its rows in the same transaction. ``search --tag`` filters by
-tags; ``duplicates`` groups near-duplicate vectors (``duplicates.find_duplicate_groups``).
+Storage (:mod:`indexer.tags.sync`, through the store interface): tag rows hold every tag that
+passes its threshold *uncapped* and ``top_n`` is applied when reading, so editing one tag never
+changes other tags' rows; each tag's definition is recorded by fingerprint. ``clipsearch tag``
+re-scores only the tags whose fingerprint changed (all with ``--all``) from the stored vectors
+-- text encoding of the changed prompts only, no image decoding -- deletes the rows of removed
+tags and tags images indexed while ``tags.auto`` was off. With ``tags.auto`` (default)
+``clipsearch index`` tags each committed batch, and runs the full pass at the end of the run
+when the vocabulary changed. Deleting an image (or its vector) deletes its rows in the same
+transaction. ``search --tag`` filters by tags; ``duplicates`` groups near-duplicate vectors
+(``indexer.tags.duplicates.find_duplicate_groups``).
 """
 
 from __future__ import annotations
@@ -35,159 +28,14 @@ import sys
 from collections.abc import Iterable
 from typing import IO, Any
 
-from indexer.cli import UserError, command
+from indexer.cli.registry import UserError, add_commands, command, dump, printable
 from indexer.config import Config
-
-TEMPLATE_CHOICES = ("imagenet", "default", "none")
-CLASSIFY_HELP = "zero-shot probabilities of labels for image files"
-EVAL_HELP = "zero-shot accuracy and retrieval recall of the configured model"
-
-
-def templates_for(choice: str) -> tuple[str, ...]:
-    """The prompt templates named on the command line."""
-    import clipmodel as clip
-
-    if choice == "imagenet":
-        return tuple(clip.IMAGENET_TEMPLATES)
-    if choice == "default":
-        return tuple(clip.DEFAULT_TEMPLATES)
-    if choice == "none":
-        return ("{}",)
-    raise UserError(f"--templates: expected one of {', '.join(TEMPLATE_CHOICES)}, got {choice!r}")
-
-
-def _load_model(cfg: Config) -> tuple[Any, Any]:
-    """(model, preprocess) of the configured model, loaded as the indexer loads it."""
-    from indexer.embed.encoder import ClipEncoder
-
-    encoder = ClipEncoder.from_config(cfg)
-    return encoder.model, encoder.tensor_preprocess
-
-
-# --------------------------------------------------------------------------- classify
-def configure_classify(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--labels", required=True, help='comma-separated labels, e.g. "a dog,a cat"')
-    p.add_argument("--templates", choices=TEMPLATE_CHOICES, default="none",
-                   help="prompt templates around each label (default: the label verbatim)")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-
-def parse_labels(text: str) -> list[str]:
-    """Comma-separated labels, stripped, empty ones dropped, order and duplicates checked."""
-    labels = [x.strip() for x in text.split(",") if x.strip()]
-    if len(labels) < 2:
-        raise UserError("--labels: give at least two comma-separated labels")
-    if len(set(labels)) != len(labels):
-        raise UserError("--labels: a label is listed twice")
-    return labels
-
-
-@command("classify", CLASSIFY_HELP, configure_classify)
-def run_classify(args: argparse.Namespace, cfg: Config) -> int:
-    import clipmodel as clip
-
-    from indexer.embed.images import BadImage, decode, read_file, setup_codecs
-
-    labels = parse_labels(args.labels)
-    setup_codecs()
-    images = []
-    for path in args.images:
-        try:
-            images.append(decode(read_file(path), cfg.library.max_pixels).image)
-        except BadImage as exc:
-            raise UserError(f"{path}: {exc}") from None
-    model, preprocess = _load_model(cfg)
-    templates = None if args.templates == "none" else templates_for(args.templates)
-    probs = clip.classify(model, images, labels, templates=templates, preprocess=preprocess)
-    if args.json:
-        doc = [
-            {
-                "path": path,
-                "probabilities": {lab: round(float(p), 6) for lab, p in zip(labels, row)},
-            }
-            for path, row in zip(args.images, probs)
-        ]
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        return 0
-    width = max(len(lab) for lab in labels)
-    for path, row in zip(args.images, probs):
-        print(path)
-        for j in row.argsort()[::-1]:
-            print(f"  {labels[j].ljust(width)}  {100 * float(row[j]):6.2f}%")
-    return 0
-
-
-# --------------------------------------------------------------------------- eval
-def configure_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--imagefolder", metavar="DIR", help="zero-shot: class = sub-folder name")
-    p.add_argument("--coco", metavar="JSON", help="retrieval: COCO captions JSON file")
-    p.add_argument("--images", metavar="DIR", help="retrieval: folder of the captioned images")
-    p.add_argument("--templates", choices=TEMPLATE_CHOICES, default="imagenet",
-                   help="zero-shot prompt templates (default: imagenet, 80 templates)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=None, metavar="N",
-                   help="images per batch (default: index.batch_size)")  # fmt: skip
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="evaluate at most N images per dataset")  # fmt: skip
-    p.add_argument("--json-out", metavar="FILE", help="also write the results as JSON")
-
-
-@command("eval", EVAL_HELP, configure_eval)
-def run_eval(args: argparse.Namespace, cfg: Config) -> int:
-    from indexer.tags import evaluate as ev
-
-    if not args.imagefolder and not args.coco:
-        raise UserError("eval: give --imagefolder DIR and/or --coco JSON --images DIR")
-    if args.coco and not args.images:
-        raise UserError("eval: --coco needs --images DIR")
-    for name in ("batch_size", "limit"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')}: must be at least 1")
-    try:
-        folder = ev.read_imagefolder(args.imagefolder) if args.imagefolder else None
-        captions = ev.read_coco_captions(args.coco, args.images) if args.coco else None
-    except ev.DatasetError as exc:
-        raise UserError(str(exc)) from None
-    model, preprocess = _load_model(cfg)
-    from indexer.embed.encoder import thread_plan
-
-    batch = args.batch_size or thread_plan(cfg).batch_size
-    results = []
-    try:
-        if folder is not None:
-            results.append(
-                ev.run_zeroshot(
-                    model,
-                    preprocess,
-                    folder.subset(args.limit),
-                    templates_for(args.templates),
-                    batch,
-                )  # fmt: skip
-            )
-        if captions is not None:
-            results.append(ev.run_retrieval(model, preprocess, captions.subset(args.limit), batch))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"eval: cannot read an image: {exc}") from None
-    print(ev.format_table(results))
-    if args.json_out:
-        ev.write_json(results, args.json_out, model=str(getattr(model, "model_name", "")))
-    return 0
-
 
 # --------------------------------------------------------------------------- tag
 TAG_HELP = "apply the tag vocabulary to the indexed photos (re-scores changed tags only)"
 TAGS_HELP = "list tags with their number of photos, or one photo's tags"
 EXPORT_HELP = "export tags: XMP sidecars beside the photos, or a CSV/JSON file"
 DUPLICATES_HELP = "find groups of near-duplicate photos, with a suggested keeper"
-
-
-def _printable(path: str) -> str:
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def _dump(doc: object, fh: IO[str] | None = None) -> None:
-    (fh or sys.stdout).write(json.dumps(doc, indent=2) + "\n")
 
 
 def configure_tag(p: argparse.ArgumentParser) -> None:
@@ -204,7 +52,7 @@ def run_tag(args: argparse.Namespace, cfg: Config) -> int:
         lib.vocabulary()  # a bad vocabulary fails before anything else
         rep = lib.tag(progress=not args.no_progress and sys.stderr.isatty(), rescore_all=args.all)
     if args.json:
-        _dump(rep.to_dict())
+        dump(rep.to_dict())
         return 0
     print(
         f"{len(rep.changed)} tags (re-)scored over {rep.rescored} photos, {len(rep.removed)} "
@@ -240,10 +88,10 @@ def run_tags(args: argparse.Namespace, cfg: Config) -> int:
             rec = _find_image(lib, args.image)
             tags = lib.image_tags(rec.id)
             if args.json:
-                _dump({"id": rec.id, "path": rec.path,
+                dump({"id": rec.id, "path": rec.path,
                        "tags": [{"tag": t, "score": round(s, 6)} for t, s in tags]})  # fmt: skip
             else:
-                print(_printable(rec.path))
+                print(printable(rec.path))
                 for t, sc in tags:
                     print(f"  {sc:.4f}  {t}")
                 if not tags:
@@ -252,7 +100,7 @@ def run_tags(args: argparse.Namespace, cfg: Config) -> int:
         counts = lib.tag_counts()
         tagged = len(lib.all_image_tags()) if counts else 0
     if args.json:
-        _dump({"images": tagged,
+        dump({"images": tagged,
                "tags": [{"tag": t, "count": n} for t, n in counts.items()]})  # fmt: skip
         return 0
     if not counts:
@@ -303,7 +151,7 @@ def _export_xmp(lib: Any, naming: str) -> int:
             xmp.write_sidecar(rec.path, [t for t, _ in tags], naming=naming)
             written += 1
         except (OSError, xmp.XmpError) as exc:
-            print(f"warning: {_printable(rec.path)}: {exc}", file=sys.stderr)
+            print(f"warning: {printable(rec.path)}: {exc}", file=sys.stderr)
             failed += 1
     # Photos that lost all their tags: drop our keywords from sidecars that already exist.
     for row_id, raw_path, *_ in lib.store.rows_for_scan():
@@ -313,7 +161,7 @@ def _export_xmp(lib: Any, naming: str) -> int:
                 xmp.write_sidecar(path, [], naming=naming)
                 cleared += 1
             except (OSError, xmp.XmpError) as exc:
-                print(f"warning: {_printable(path)}: {exc}", file=sys.stderr)
+                print(f"warning: {printable(path)}: {exc}", file=sys.stderr)
                 failed += 1
     print(f"{written} sidecars written, {cleared} cleared, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
@@ -365,7 +213,7 @@ def run_duplicates(args: argparse.Namespace, cfg: Config) -> int:
     with Library.open(cfg) as lib:
         groups = lib.duplicates(thr)
     if args.json:
-        _dump({"threshold": thr, "count": len(groups), "groups": [g.to_dict() for g in groups]})
+        dump({"threshold": thr, "count": len(groups), "groups": [g.to_dict() for g in groups]})
         return 0
     if not groups:
         print(f"no near-duplicates at threshold {thr}", file=sys.stderr)
@@ -376,27 +224,13 @@ def run_duplicates(args: argparse.Namespace, cfg: Config) -> int:
             dims = f"{m.width}x{m.height}" if m.width and m.height else "?x?"
             size = f"{m.size:,} bytes" if m.size is not None else "? bytes"
             mark = "keep" if j == 0 else "    "
-            print(f"  {mark}  {dims:>11}  {size:>15}  {_printable(m.path or '?')}")
+            print(f"  {mark}  {dims:>11}  {size:>15}  {printable(m.path or '?')}")
     return 0
 
 
-# --------------------------------------------------------------------------- registration
-_HANDLERS = {
-    "classify": (CLASSIFY_HELP, configure_classify, run_classify),
-    "eval": (EVAL_HELP, configure_eval, run_eval),
-    "tag": (TAG_HELP, configure_tag, run_tag),
-    "tags": (TAGS_HELP, configure_tags, run_tags),
-    "export": (EXPORT_HELP, configure_export, run_export),
-    "duplicates": (DUPLICATES_HELP, configure_duplicates, run_duplicates),
-}
-
-
 def register(subparsers: Any) -> None:
-    """Add the commands of this module to an argparse subparsers object (``handler`` default)."""
-    for name, (help_text, configure, handler) in _HANDLERS.items():
-        p = subparsers.add_parser(name, help=help_text, description=help_text)
-        configure(p)
-        p.set_defaults(handler=handler)
+    """Add this module's commands to an argparse subparsers object (``handler`` default)."""
+    add_commands(subparsers, ("tag", "tags", "export", "duplicates"))
 
 
 # --------------------------------------------------------------------------- exports

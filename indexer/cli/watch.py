@@ -1,4 +1,4 @@
-"""``clipsearch watch``: the folder-watching service (see :mod:`indexer.watch`)."""
+"""``clipsearch watch``: the folder-watching service (see :mod:`indexer.watch.service`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def _watch_args(p: argparse.ArgumentParser) -> None:
     _watch_args,
 )
 def _cmd_watch(args: argparse.Namespace, cfg: Config) -> int:
-    from indexer.watch.service import WatchError, WatchService, setup_logging
+    from indexer.library import Library
+    from indexer.watch.logs import setup_logging
+    from indexer.watch.service import WatchError, WatchService
 
     log_file = args.log_file or (
         str(cfg.resolve(cfg.watch.log_file)) if cfg.watch.log_file else None
@@ -33,6 +35,7 @@ def _cmd_watch(args: argparse.Namespace, cfg: Config) -> int:
     except OSError as exc:
         raise UserError(f"cannot open log file {log_file}: {exc.strerror or exc}") from None
     try:
-        return WatchService(cfg, observer=args.observer).run()
+        service = WatchService(cfg, lambda c: Library.open(c, writer=True), args.observer)
+        return service.run()
     except WatchError as exc:
         raise UserError(str(exc)) from None

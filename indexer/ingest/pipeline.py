@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from indexer.config import Config
-from indexer.store.sqlite.schema import STATUS_ERROR, STATUS_OK
 from indexer.embed.encoder import Encoder, ordered_map, thread_plan
 from indexer.embed.images import (
     BadImage,
@@ -33,7 +32,7 @@ from indexer.embed.images import (
     write_thumbnail,
 )
 from indexer.ingest.scan import FileEntry, check_roots, walk
-from indexer.store.sqlite.store import Changes, IndexStore
+from indexer.store import STATUS_ERROR, STATUS_OK, Changes, IndexStore
 
 
 class PathOutsideRootsError(ValueError):
@@ -155,7 +154,7 @@ class Indexer:
         self, store: IndexStore, encoder: Encoder, cfg: Config, thumb_dir: Path, tagger=None
     ):
         self.store, self.encoder, self.cfg, self.thumb_dir = store, encoder, cfg, thumb_dir
-        # tag_store.Tagger (tags.auto): tags each committed batch's vectors, catches up at the end
+        # tags.sync.Tagger (tags.auto): tags each committed batch's vectors, catches up at the end
         self.tagger = tagger
         self._plan = thread_plan(cfg)
         self._model_idle = threading.Event()
@@ -214,7 +213,7 @@ class Indexer:
             self.tagger.start(self.store)
         found = walk(
             targets, self.cfg.library.extensions, self.cfg.library.follow_symlinks,
-            exclude=[self.store.path.parent],
+            exclude=[self.cfg.index_dir],
         )  # fmt: skip
         rep = IndexReport(scanned=len(found.entries), unlisted_folders=found.unlisted)
         prefixes = [os.fsencode(s) for s, _ in targets]
@@ -250,7 +249,7 @@ class Indexer:
             self._flush(changes, rep)
         if self.tagger is not None:
             self.tagger.finish(self.store)  # pending vectors; the full pass if tags changed
-        self.store.maybe_rebuild_kind()
+        self.store.maintain()
         self.store.save(force=True)
         rep.seconds = round(time.monotonic() - t0, 3)
         rep.images_per_second = round(rep.encoded / rep.seconds, 2) if rep.seconds else 0.0

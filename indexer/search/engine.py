@@ -1,9 +1,9 @@
 """The search engine: query terms -> one query vector -> FAISS -> filtered, cut, joined hits.
 
-A query is a weighted sum of terms (``indexer.query`` syntax: ``beach + sunset - people``,
+A query is a weighted sum of terms (``indexer.search.parse`` syntax: ``beach + sunset - people``,
 ``2:dog``, ``img:/path.jpg``, ``id:123``) plus an optional example image (path, bytes or an
 indexed image id). Text of any length is encoded with ``clipmodel.encode_text_long``. Filters
-(folder, capture-date range, tags) become an ``allowed_ids`` set computed in SQLite. Results are
+(folder, capture-date range, tags) become an ``allowed_ids`` set computed by the store. Results are
 joined with the image rows, so a vector whose row was just deleted is never returned.
 """
 
@@ -16,11 +16,11 @@ from datetime import datetime
 
 import numpy as np
 
-from indexer.search import parse as query_mod
-from indexer.search import ranking
 from indexer.embed.encoder import Encoder
 from indexer.embed.images import BadImage, decode, read_file
-from indexer.store.sqlite.store import IndexStore, ModelMismatchError, Record
+from indexer.search import parse as query_mod
+from indexer.search import ranking
+from indexer.store import IndexStore, ModelMismatchError, Record, TagView
 
 _EXTRA = 16  # extra candidates fetched to make up for rows deleted since FAISS was synced
 _LIBRARY_SAMPLE = 2000  # library vectors sampled to estimate a query's score distribution
@@ -98,9 +98,10 @@ class SearchEngine:
 
     def _library_sample(self, store: IndexStore) -> np.ndarray:
         """Random library vectors (cached per index generation) for the adaptive cutoff."""
-        key = (id(store), store.index_gen, len(store.index))
+        state = store.vector_state()
+        key = (id(store), state.generation, state.count)
         if self._sample_key != key:
-            self._sample = store.index.sample(_LIBRARY_SAMPLE)
+            self._sample = store.sample_vectors(_LIBRARY_SAMPLE)
             self._sample_key = key
         return self._sample
 
@@ -190,7 +191,7 @@ class SearchEngine:
         """Top-``k`` images for a query; ``threshold`` drops low scores, ``adaptive`` cuts
         where the scores stop standing out from the library's; filters restrict candidates.
 
-        The query is ``query`` (text in :mod:`indexer.query` syntax) plus ``terms`` (already
+        The query is ``query`` (text in :mod:`indexer.search.parse` syntax) plus ``terms`` (already
         parsed, e.g. from ``query.merge_terms`` for a UI's "without" box) plus ``image`` (path,
         bytes or indexed id, weight 1); or a raw unit ``vector``. ``folder`` keeps images under
         that folder; ``since``/``until`` keep images whose EXIF capture time is in the range;
@@ -205,8 +206,8 @@ class SearchEngine:
             qvec, described = np.asarray(vector, dtype=np.float32).reshape(-1), []
         else:
             qvec, described = self.query_vector(store, query, image, terms)
-        index = store.index
-        if index is None or len(index) == 0:
+        state = store.vector_state()
+        if state.count == 0:
             return SearchResults([], 0, "top_k", described)
         allowed = None
         if folder is not None or lo or hi:
@@ -218,9 +219,8 @@ class SearchEngine:
             allowed = tagged if allowed is None else np.intersect1d(allowed, tagged)
             if allowed.size == 0:
                 return SearchResults([], 0, "top_k", described)
-        candidates = len(index) if allowed is None else int(allowed.size)
-        scores, ids = index.search(qvec[None, :], k + _EXTRA, allowed_ids=allowed)
-        scores, ids = scores[0], ids[0]
+        candidates = state.count if allowed is None else int(allowed.size)
+        scores, ids = store.search_vectors(qvec, k + _EXTRA, allowed_ids=allowed)
         keep = ids >= 0
         scores, ids = scores[keep], ids[keep]
         records = store.records(ids.tolist())
@@ -243,10 +243,7 @@ class SearchEngine:
     def _tagged_ids(self, store: IndexStore, tags: list[str]) -> np.ndarray:
         if self._tag_ids is not None:
             return np.asarray(self._tag_ids(tags), dtype=np.int64)
-        from indexer.tags.sync import ids_with_tags
-        from indexer.tags.vocabulary import Vocabulary
-
-        return ids_with_tags(store.engine, Vocabulary(tags={}, top_n=None), tags)  # uncapped
+        return store.ids_with_tags(tags, TagView())  # uncapped
 
 
 def _describe(image: object) -> str:

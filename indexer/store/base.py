@@ -143,6 +143,9 @@ class IndexStore(abc.ABC):
         """Persist derived state (a writer's vector index file) if dirty and ``interval`` has
         passed; True if saved. A no-op for backends without derived state."""
 
+    def maintain(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Reorganise derived state after an indexing run (e.g. a better vector index kind)."""
+
     @abc.abstractmethod
     def close(self) -> None: ...
 

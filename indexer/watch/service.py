@@ -7,12 +7,8 @@ searches keep working) and:
    shares (NFS, SMB, sshfs, ...), when inotify cannot be used (out of watches: ENOSPC), or
    when ``watch.observer: polling``;
 2. reconciles once (an ordinary incremental ``index`` of the roots that are there);
-3. turns events into *pending paths*. A path is ready once it had no events and the same size
-   and mtime for ``watch.debounce_seconds`` (``watch.stable_checks`` stats spread over that
-   time) and, with inotify, once a file opened for writing was closed; so a file being
-   written or copied is never read half-way. Both ends of a move travel in the same batch
-   (the row and vector follow the file, nothing is re-encoded); deletions wait for pending
-   writes (a move across file systems is a copy, then a delete) for up to 10 s;
+3. turns events into *pending paths* and waits until each is stable
+   (:mod:`indexer.watch.debounce`), so a file being written or copied is never read half-way;
 4. indexes ready paths in batches of at most ``watch.max_batch`` paths (``Library.index``
    with those paths; each batch commits and is searchable at once);
 5. checks the roots every 2 s: a root that vanished (unplugged drive, unmounted share, or an
@@ -30,146 +26,64 @@ a timeout of the next due check; idle, it wakes every 2 s for the root check onl
 from __future__ import annotations
 
 import collections
-import errno
 import logging
-import logging.handlers
 import os
 import select
 import signal
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from indexer.config import Config
-from indexer.library import Library
-from indexer.store.lock import IndexBusyError
-from indexer.ingest.scan import walk
+from indexer.store import IndexBusyError
+from indexer.watch.debounce import Pending, PendingPaths
+from indexer.watch.logs import RecentErrors
+from indexer.watch.roots import Event, Observers, Root, WatchError, ident
 from indexer.watch.status import read_status, write_status
 
 log = logging.getLogger("clipsearch.watch")
 
 ROOT_CHECK_SECONDS = 2.0  # how often roots are checked (vanished, returned, observer alive)
 STATUS_EVERY_SECONDS = 2.0  # status file rewrites at most this often while busy
-WRITE_HOLD_SECONDS = 60.0  # a file left open for writing this long without events is indexed
-DELETE_HOLD_SECONDS = 10.0  # deletions wait at most this long for pending writes
 RETRY_SECONDS = 15.0  # a failed batch is retried after this long (3 attempts)
-RECENT_ERRORS = 20
-NETWORK_FS = {
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs",
-    "lustre", "gpfs", "fuse.sshfs", "fuse.rclone", "fuse.glusterfs", "fuse.davfs2", "davfs",
-    "fuse.s3fs", "fuse.gcsfuse",
-}  # fmt: skip
 
+class WatchedLibrary(Protocol):
+    """What the service needs of :class:`indexer.library.Library` (opened as a writer)."""
 
-class WatchError(RuntimeError):
-    """The service cannot start (reported as one line by the CLI)."""
+    store: Any  # an indexer.store.IndexStore
 
+    def index(self, paths: list[str] | None = None, progress: bool = True,
+              skip_missing_roots: bool = False, stop: Callable[[], bool] | None = None) -> Any: ...
 
-@dataclass
-class _Pending:
-    """A changed path waiting to be indexed."""
-
-    path: str
-    root: str
-    kind: str  # "file" | "dir" (a moved/deleted folder: indexed as a whole) | "expand"
-    first_seen: float
-    since: float = 0.0  # last event or last change of sig
-    sig: tuple | None = None
-    checks: int = 0
-    next_check: float = 0.0
-    writing: bool = False  # opened for writing and not closed yet (inotify only)
-    partners: set[str] = field(default_factory=set)
-    attempts: int = 0
-
-
-@dataclass
-class _Root:
-    path: str
-    online: bool = False
-    ident: tuple | None = None
-    observer: object = None
-    mode: str | None = None  # "inotify" | "polling"
-
-
-def _fs_type(path: str) -> str | None:
-    """File system type of the mount holding ``path`` (from /proc/mounts; None if unknown)."""
-    try:
-        with open("/proc/mounts", encoding="utf-8", errors="replace") as fh:
-            mounts = [line.split() for line in fh]
-    except OSError:
-        return None
-    real = os.path.realpath(path)
-    best, kind = "", None
-    for parts in mounts:
-        if len(parts) < 3:
-            continue
-        mnt = parts[1].replace("\\040", " ")
-        if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
-            best, kind = mnt, parts[2]
-    return kind
-
-
-def _ident(path: str) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def _file_sig(path: str) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-class _RecentErrors(logging.Handler):
-    """Keeps the last warnings and errors for the status file."""
-
-    def __init__(self, on_record) -> None:  # noqa: ANN001
-        super().__init__(logging.WARNING)
-        self.items: collections.deque = collections.deque(maxlen=RECENT_ERRORS)
-        self.on_record = on_record
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.items.append({"time": round(record.created, 3), "level": record.levelname.lower(),
-                           "message": record.getMessage()})  # fmt: skip
-        self.on_record()
-
-
-def setup_logging(level: str, log_file: str | None) -> None:
-    """Log to stderr (the systemd journal) and, optionally, to ``log_file``."""
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger("clipsearch")
-    root.setLevel(getattr(logging, level.upper()))
-    root.propagate = False
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if log_file:
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.handlers.WatchedFileHandler(log_file, encoding="utf-8"))
-    for h in handlers:
-        h.setFormatter(fmt)
-        root.addHandler(h)
+    def close(self) -> None: ...
 
 
 class WatchService:
-    """The ``clipsearch watch`` loop; :meth:`run` returns the exit code."""
+    """The ``clipsearch watch`` loop; :meth:`run` returns the exit code.
 
-    def __init__(self, cfg: Config, observer: str | None = None):
+    ``open_library(cfg)`` opens the index for writing (``Library.open(cfg, writer=True)``).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        open_library: Callable[[Config], WatchedLibrary],
+        observer: str | None = None,
+    ):
         self.cfg = cfg
         self.wc = cfg.watch
-        self.observer_mode = observer or self.wc.observer
-        self.roots = {os.path.abspath(r): _Root(os.path.abspath(r)) for r in cfg.roots}
+        self.open_library = open_library
+        self.roots = {os.path.abspath(r): Root(os.path.abspath(r)) for r in cfg.roots}
         self.index_dir = os.path.abspath(cfg.index_dir)
-        self.exts = {e.lower() for e in cfg.library.extensions}
-        self.pending: dict[str, _Pending] = {}
-        self.events: collections.deque = collections.deque()
+        self.observers = Observers(observer or self.wc.observer, self.wc.poll_interval,
+                                   self._on_fs_event)  # fmt: skip
+        self.queue = PendingPaths(self.wc, self.roots, self.index_dir,
+                                  {e.lower() for e in cfg.library.extensions},
+                                  cfg.library.follow_symlinks, self.check_roots)  # fmt: skip
+        self.events: collections.deque[Event] = collections.deque()
         self.stopping = False
-        self.lib: Library | None = None
+        self.lib: WatchedLibrary | None = None
         self.state = "starting"
         self.started_at = time.time()
         self.last_update: float | None = None
@@ -178,10 +92,18 @@ class WatchService:
         self.reconcile_roots: set[str] = set()
         self._status_dirty = True
         self._last_status = 0.0
-        self._errors = _RecentErrors(self._mark_dirty)
+        self._errors = RecentErrors(self._mark_dirty)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
+    @property
+    def pending(self) -> dict[str, Pending]:
+        return self.queue.pending
+
     # ----------------------------------------------------------------- plumbing
+    def _on_fs_event(self, event: Event) -> None:
+        self.events.append(event)
+        self._wake()
+
     def _mark_dirty(self) -> None:
         self._status_dirty = True
 
@@ -228,90 +150,8 @@ class WatchService:
             self._status_dirty = True
             self.write_status(force=True)
 
-    # ----------------------------------------------------------------- observers
-    def _handler(self):
-        from watchdog.events import FileSystemEventHandler
-
-        service = self
-
-        class Handler(FileSystemEventHandler):
-            def on_any_event(self, event) -> None:  # noqa: ANN001 - watchdog thread
-                service.events.append(
-                    (event.event_type, os.fsdecode(event.src_path),
-                     os.fsdecode(getattr(event, "dest_path", "") or ""), event.is_directory)
-                )  # fmt: skip
-                service._wake()
-
-        return Handler()
-
-    def _new_observer(self, mode: str, path: str):
-        from watchdog import events as ev
-
-        if mode == "polling":
-            from watchdog.observers.polling import PollingObserver
-
-            obs = PollingObserver(timeout=self.wc.poll_interval)
-        else:
-            from watchdog.observers.inotify import InotifyObserver
-
-            obs = InotifyObserver()
-        wanted = [ev.FileCreatedEvent, ev.FileModifiedEvent, ev.FileAttribEvent,
-                  ev.FileClosedEvent, ev.FileDeletedEvent, ev.FileMovedEvent,
-                  ev.DirCreatedEvent, ev.DirDeletedEvent, ev.DirMovedEvent]  # fmt: skip
-        obs.schedule(self._handler(), path, recursive=True, event_filter=wanted)
-        obs.daemon = True
-        obs.start()  # inotify: adds the watches now (OSError ENOSPC when out of watches)
-        return obs
-
-    def _start_observer(self, root: _Root) -> None:
-        mode = self.observer_mode
-        if mode == "auto":
-            fs = _fs_type(root.path)
-            if fs in NETWORK_FS or (fs or "").startswith("fuse.sshfs"):
-                log.info("root %s is on a network file system (%s): polling it every %gs "
-                         "(inotify does not see changes made by other machines)", root.path, fs,
-                         self.wc.poll_interval)  # fmt: skip
-                mode = "polling"
-            else:
-                mode = "inotify"
-        if mode == "inotify":
-            try:
-                root.observer, root.mode = self._new_observer("inotify", root.path), "inotify"
-                return
-            except OSError as exc:
-                limit = exc.errno in (errno.ENOSPC, errno.EMFILE)
-                why = (
-                    f"{exc.strerror or exc}: raise it with `sudo sysctl "
-                    "fs.inotify.max_user_watches=524288` (and max_user_instances), "
-                    "or set watch.observer: polling"
-                    if limit
-                    else str(exc)
-                )
-                if self.observer_mode == "inotify":
-                    raise WatchError(f"cannot watch {root.path} with inotify: {why}") from None
-                log.warning("cannot watch %s with inotify (%s); falling back to polling every "
-                            "%gs", root.path, why, self.wc.poll_interval)  # fmt: skip
-        root.observer, root.mode = self._new_observer("polling", root.path), "polling"
-
-    @staticmethod
-    def _stop_observer(root: _Root) -> None:
-        obs, root.observer = root.observer, None
-        if obs is not None:
-            try:
-                obs.stop()
-                obs.join(timeout=5)
-            except Exception:  # noqa: BLE001 - a dead observer must not stop the service
-                log.debug("stopping the observer of %s failed", root.path, exc_info=True)
-
-    @staticmethod
-    def _observer_alive(root: _Root) -> bool:
-        obs = root.observer
-        if obs is None or not obs.is_alive():
-            return False
-        return all(e.is_alive() for e in obs.emitters)
-
     # ----------------------------------------------------------------- roots
-    def _root_present(self, root: _Root) -> bool:
+    def _root_present(self, root: Root) -> bool:
         """The root's folder is there and, if it is empty, had no images (an empty mount
         point where a drive used to be is offline, not a mass delete)."""
         if not os.path.isdir(root.path):
@@ -329,10 +169,10 @@ class WatchService:
                         "if they were deleted", root.path, indexed)  # fmt: skip
         return not indexed
 
-    def _go_offline(self, root: _Root, why: str) -> None:
+    def _go_offline(self, root: Root, why: str) -> None:
         root.online = False
         root.ident = None
-        self._stop_observer(root)
+        self.observers.stop(root)
         dropped = [p for p, e in self.pending.items() if e.root == root.path]
         for p in dropped:
             del self.pending[p]
@@ -342,10 +182,10 @@ class WatchService:
                     self.lib.store.roots().get(root.path, 0))  # fmt: skip
         self._status_dirty = True
 
-    def _go_online(self, root: _Root, first: bool = False) -> None:
-        self._start_observer(root)  # before reconciling: changes meanwhile become events
+    def _go_online(self, root: Root, first: bool = False) -> None:
+        self.observers.start(root)  # before reconciling: changes meanwhile become events
         root.online = True
-        root.ident = _ident(root.path)
+        root.ident = ident(root.path)
         if not first:
             log.info("root %s is back online (%s): reconciling it", root.path, root.mode)
             self.reconcile_roots.add(root.path)
@@ -360,206 +200,34 @@ class WatchService:
                 self._go_offline(root, "folder missing or empty")
             elif not root.online and present:
                 self._go_online(root)
-            elif root.online and _ident(root.path) != root.ident:
+            elif root.online and ident(root.path) != root.ident:
                 log.warning("root %s was replaced by another folder: watching it anew",
                             root.path)  # fmt: skip
-                self._stop_observer(root)
+                self.observers.stop(root)
                 self._go_online(root)
-            elif root.online and not self._observer_alive(root):
+            elif root.online and not self.observers.alive(root):
                 log.error("the %s observer of %s stopped; restarting it", root.mode, root.path)
-                self._stop_observer(root)
+                self.observers.stop(root)
                 self._go_online(root)
-
-    # ----------------------------------------------------------------- events
-    def _root_of(self, path: str) -> _Root | None:
-        for r in self.roots.values():
-            if path == r.path or path.startswith(r.path.rstrip("/") + "/"):
-                return r
-        return None
-
-    def _ignored(self, path: str, root: _Root) -> bool:
-        if path == self.index_dir or path.startswith(self.index_dir + "/"):
-            return True
-        rel = os.path.relpath(path, root.path)
-        return any(part.startswith(".") for part in rel.split(os.sep) if part not in ("", "."))
-
-    def _want_file(self, path: str) -> bool:
-        return os.path.splitext(path)[1].lower() in self.exts
-
-    def _touch(self, path: str, root: _Root, kind: str, now: float) -> _Pending:
-        p = self.pending.get(path)
-        if p is None:
-            p = self.pending[path] = _Pending(path, root.path, kind, first_seen=now)
-        elif kind == "dir" or p.kind == "expand":
-            p.kind = kind
-        p.since, p.checks = now, 0
-        p.sig = _file_sig(path) if p.kind == "file" else ("dir", os.path.isdir(path))
-        p.next_check = now + self.wc.debounce_seconds / self.wc.stable_checks
-        return p
-
-    def handle_event(self, etype: str, src: str, dest: str, is_dir: bool, now: float) -> None:
-        if etype in ("opened", "closed_no_write", "modified") and is_dir:
-            return
-        ends = [(src, etype)] if etype != "moved" else [(src, "moved_from"), (dest, "moved_to")]
-        touched: list[_Pending] = []
-        for path, what in ends:
-            if not path:
-                continue
-            root = self._root_of(path)
-            if root is None or not root.online:
-                continue
-            if path == root.path:  # the root itself was deleted or moved: check it now
-                self.check_roots()
-                continue
-            if self._ignored(path, root):
-                continue
-            if is_dir:
-                hidden_src = etype == "moved" and (
-                    (r := self._root_of(src)) is None or self._ignored(src, r)
-                )
-                kind = (
-                    "expand" if what == "created" or (what == "moved_to" and hidden_src) else "dir"
-                )
-                touched.append(self._touch(path, root, kind, now))
-                continue
-            if not self._want_file(path):
-                continue
-            p = self._touch(path, root, "file", now)
-            if root.mode == "inotify":
-                # Written while watched: wait for the close. (Not on "created" alone: watchdog
-                # also reports files that were complete before a new folder's watch existed.)
-                if what == "modified":
-                    p.writing = True
-                elif what in ("closed", "moved_to", "deleted", "moved_from"):
-                    p.writing = False
-            touched.append(p)
-        if len(touched) == 2:  # both ends of a move go in the same batch
-            touched[0].partners.add(touched[1].path)
-            touched[1].partners.add(touched[0].path)
 
     def _drain_events(self, now: float) -> None:
         if not self.events:
             return
         while self.events:
             etype, src, dest, is_dir = self.events.popleft()
-            self.handle_event(etype, src, dest, is_dir, now)
+            self.queue.handle_event(etype, src, dest, is_dir, now)
         self._status_dirty = True
-
-    # ----------------------------------------------------------------- readiness
-    def _check(self, p: _Pending, now: float) -> None:
-        """One stability check of a pending path that is due."""
-        step = self.wc.debounce_seconds / self.wc.stable_checks
-        sig = _file_sig(p.path) if p.kind == "file" else ("dir", os.path.isdir(p.path))
-        if sig != p.sig:
-            p.sig, p.since, p.checks = sig, now, 0
-        else:
-            p.checks += 1
-        if p.checks >= self.wc.stable_checks and p.writing:
-            p.next_check = max(now + step, p.since + WRITE_HOLD_SECONDS)  # wait for close
-        else:
-            p.next_check = now + step
-
-    def _ready(self, p: _Pending, now: float) -> bool:
-        if p.checks < self.wc.stable_checks:
-            return False
-        return not p.writing or now - p.since >= WRITE_HOLD_SECONDS
-
-    def _next_deadline(self) -> float:
-        return min((p.next_check for p in self.pending.values()), default=float("inf"))
-
-    def _expand(self, p: _Pending, now: float) -> None:
-        """A folder that appeared: each image file in it becomes a pending file."""
-        root = self.roots[p.root]
-        del self.pending[p.path]
-        found = walk([(Path(p.path), Path(root.path))], self.exts,
-                     self.cfg.library.follow_symlinks, exclude=[Path(self.index_dir)])  # fmt: skip
-        for e in found.entries:
-            if e.path not in self.pending and not self._ignored(e.path, root):
-                self._touch(e.path, root, "file", now)
-        log.debug("new folder %s: %d image files queued", p.path, len(found.entries))
-
-    def take_batch(self, now: float) -> list[str]:
-        """Ready paths for one batch (both ends of moves together), removed from pending."""
-        for p in list(self.pending.values()):
-            if p.path in self.pending and p.next_check <= now:
-                self._check(p, now)
-        for p in [p for p in self.pending.values() if p.kind == "expand"]:
-            if self._ready(p, now):
-                self._expand(p, now)
-        ready = {path for path, p in self.pending.items() if self._ready(p, now)}
-        unready = [path for path in self.pending if path not in ready]
-        # A folder target is walked as a whole: not while something under it is unready.
-        for path in [x for x in ready if self.pending[x].kind == "dir"]:
-            prefix = path.rstrip("/") + "/"
-            if any(u.startswith(prefix) for u in unready):
-                ready.discard(path)
-        if not ready:
-            return []
-        groups: list[set[str]] = []
-        seen: set[str] = set()
-        for path in sorted(ready, key=lambda x: self.pending[x].first_seen):
-            if path in seen:
-                continue
-            group, todo = set(), [path]
-            while todo:
-                x = todo.pop()
-                if x in group or x not in self.pending:
-                    continue
-                group.add(x)
-                todo.extend(self.pending[x].partners)
-            seen |= group
-            groups.append(group)
-
-        def exists(x: str) -> bool:
-            p = self.pending[x]
-            return p.sig is not None and p.sig != ("dir", False)
-
-        writes_waiting = any(exists(u) for u in unready)
-        present = [g for g in groups if any(exists(x) for x in g) or len(g) > 1]
-        gone = [g for g in groups if g not in present]
-        batch: list[str] = []
-        for g in present:
-            if batch and len(batch) + len(g) > self.wc.max_batch:
-                break
-            batch.extend(sorted(g))
-        all_present_in = len(batch) == sum(len(g) for g in present)
-        for g in gone:
-            (x,) = g
-            held = now - self.pending[x].first_seen < DELETE_HOLD_SECONDS
-            if held and (writes_waiting or not all_present_in):
-                continue  # maybe the first half of a move across file systems
-            if batch and len(batch) + 1 > self.wc.max_batch:
-                break
-            batch.append(x)
-        for x in batch:
-            self.pending.pop(x, None)
-        return batch
 
     # ----------------------------------------------------------------- indexing
     def _stop_requested(self) -> bool:
         return self.stopping
 
-    def _compress(self, paths: list[str], kinds: dict[str, str]) -> list[str]:
-        """Drop paths inside a folder target of the same batch (walked anyway)."""
-        dirs = {p.rstrip("/") for p in paths if kinds.get(p) == "dir"}
-        out = []
-        for p in paths:
-            parent, inside = os.path.dirname(p), False
-            while parent and parent != "/":
-                if parent in dirs:
-                    inside = True
-                    break
-                parent = os.path.dirname(parent)
-            if not inside:
-                out.append(p)
-        return out
-
     def index_batch(self, paths: list[str], kinds: dict[str, str], attempts: dict) -> None:
-        online = [p for p in paths if (r := self._root_of(p)) is not None and r.online
+        online = [p for p in paths if (r := self.queue.root_of(p)) is not None and r.online
                   and os.path.isdir(r.path)]  # fmt: skip
         if len(online) < len(paths):
             self.check_roots()
-        targets = self._compress(online, kinds)
+        targets = self.queue.compress(online, kinds)
         if not targets:
             return
         self._set_state("indexing")
@@ -578,9 +246,9 @@ class WatchService:
                 if tries >= 3:
                     log.error("giving up on %s after %d failed batches", p, tries)
                     continue
-                root = self._root_of(p)
+                root = self.queue.root_of(p)
                 if root is not None and p not in self.pending:
-                    e = self._touch(p, root, kinds.get(p, "file"), now)
+                    e = self.queue.touch(p, root, kinds.get(p, "file"), now)
                     e.attempts, e.next_check = tries, now + RETRY_SECONDS
             return
         self.last_update = time.time()
@@ -622,9 +290,9 @@ class WatchService:
             log.warning("cannot list folder %s (its images are kept)", folder)
 
     # ----------------------------------------------------------------- main
-    def _open_library(self) -> Library:
+    def _open_library(self) -> WatchedLibrary:
         try:
-            return Library.open(self.cfg, writer=True)
+            return self.open_library(self.cfg)
         except IndexBusyError as exc:
             doc = read_status(Path(self.index_dir))
             lock_pid = (Path(self.index_dir) / "writer.lock").read_text().strip()
@@ -671,7 +339,7 @@ class WatchService:
             log.info("watching %d roots for changes", sum(r.online for r in self.roots.values()))
         while not self.stopping:
             now = time.monotonic()
-            deadline = min(self._next_deadline(), next_root_check)
+            deadline = min(self.queue.next_deadline(), next_root_check)
             if self._status_dirty:
                 deadline = min(deadline, self._last_status + STATUS_EVERY_SECONDS)
             timeout = max(0.0, deadline - now)
@@ -699,7 +367,7 @@ class WatchService:
             while not self.stopping:
                 kinds = {x: p.kind for x, p in self.pending.items()}
                 attempts = {x: p.attempts for x, p in self.pending.items()}
-                batch = self.take_batch(time.monotonic())
+                batch = self.queue.take_batch(time.monotonic())
                 if not batch:
                     break
                 self.index_batch(batch, kinds, attempts)
@@ -714,7 +382,7 @@ class WatchService:
                      len(self.pending))  # fmt: skip
         self.state = "stopping"
         for root in self.roots.values():
-            self._stop_observer(root)
+            self.observers.stop(root)
         if self.lib is not None:  # (else another process holds the lock: leave its status)
             try:
                 self.lib.store.save(force=True)

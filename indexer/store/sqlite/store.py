@@ -208,6 +208,9 @@ class SqliteStore(SqliteTags, IndexStore):
         self._dirty = True
         return True
 
+    def maintain(self) -> None:
+        self.maybe_rebuild_kind()
+
     def save(self, force: bool = False, interval: float | None = None) -> bool:
         """Save FAISS atomically with its generation (if dirty and ``interval`` has passed)."""
         if not self.writer or self.index is None or not (self._dirty or force):

@@ -23,9 +23,8 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from pathlib import Path
-
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -35,9 +34,15 @@ from indexer.embed.images import thumbnail_file
 from indexer.ingest.pipeline import Indexer, IndexReport
 from indexer.ingest.scan import check_roots
 from indexer.search.engine import SearchEngine, SearchResults
-from indexer.store import IndexMissingError, IndexStore, Record, StoreUnavailableError, open_store
+from indexer.store import (
+    IndexMissingError,
+    IndexStore,
+    Record,
+    StoreUnavailableError,
+    open_store,
+    set_search_threads,
+)
 from indexer.store.lock import WriterLock
-from indexer.store.vectors.index import set_threads as set_faiss_threads
 from indexer.tags.duplicates import DuplicateGroup
 from indexer.tags.service import TagService
 from indexer.tags.sync import TagReport
@@ -72,7 +77,7 @@ class Library:
         if not writer:
             # One query at a time: a single FAISS thread is as fast and never stalls on an
             # OpenMP barrier while another process (a running indexer) holds the other core.
-            set_faiss_threads(1)
+            set_search_threads(1)
 
     @classmethod
     def open(cls, cfg: Config, writer: bool = False, encoder: Encoder | None = None) -> Library:

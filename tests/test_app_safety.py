@@ -125,7 +125,7 @@ def test_build_terms(lib_dirs):
 
 def test_sort_and_pages():
     from indexer.search.engine import SearchHit
-    from indexer.store.sqlite.store import Record
+    from indexer.store import Record
 
     def hit(i, date):
         rec = Record(i, f"/p/{i}.jpg", "/p", 1, 1, "h", 1, 1, date, None, "ok", None, 0.0)

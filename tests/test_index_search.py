@@ -9,10 +9,10 @@ import pytest
 
 from indexer.config import load_config
 from indexer.embed.encoder import ClipEncoder
-from indexer.types import ModelIdentity
 from indexer.library import Library
 from indexer.search.engine import QueryError
-from indexer.store.sqlite.store import Changes
+from indexer.store import Changes
+from indexer.types import ModelIdentity
 
 from .indexer_helpers import copy_images, write_config
 

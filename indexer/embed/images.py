@@ -69,7 +69,7 @@ def setup_codecs() -> bool:
         return False
 
 
-def _os_reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
     name = errno.errorcode.get(exc.errno or 0, "")
     text = exc.strerror or str(exc)
     return f"{text} ({name})" if name else text
@@ -80,7 +80,7 @@ def read_file(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise BadImage(f"cannot open: {_os_reason(exc)}") from None
+        raise BadImage(f"cannot open: {os_reason(exc)}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -93,7 +93,7 @@ def read_file(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
             fd = -1
             data = fh.read()
     except OSError as exc:
-        raise BadImage(f"cannot read: {_os_reason(exc)}") from None
+        raise BadImage(f"cannot read: {os_reason(exc)}") from None
     finally:
         if fd >= 0:
             os.close(fd)

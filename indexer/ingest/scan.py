@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexer.embed.images import _os_reason
+from indexer.embed.images import os_reason
 
 
 class RootMissingError(FileNotFoundError):
@@ -52,7 +52,7 @@ def _entry_for(path: str, root: str, follow: bool) -> FileEntry:
             size, mtime = lst.st_size, lst.st_mtime_ns
         except OSError:
             size = mtime = None
-        return FileEntry(path, root, size, mtime, f"cannot stat: {_os_reason(exc)}")
+        return FileEntry(path, root, size, mtime, f"cannot stat: {os_reason(exc)}")
     if not stat.S_ISREG(st.st_mode):
         kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "special file"
         return FileEntry(path, root, 0, st.st_mtime_ns, f"not a regular file ({kind})")

@@ -24,8 +24,15 @@ from indexer.store.records import STATUS_ERROR, STATUS_OK, Changes, Record, TagV
 __all__ = [
     "STATUS_ERROR", "STATUS_OK", "Changes", "IndexBusyError", "IndexMissingError", "IndexStore",
     "ModelMismatchError", "Record", "SchemaError", "StoreError", "StoreUnavailableError",
-    "TagList", "TagView", "TagWriter", "VectorState", "open_store",
+    "TagList", "TagView", "TagWriter", "VectorState", "open_store", "set_search_threads",
 ]  # fmt: skip
+
+
+def set_search_threads(n: int) -> None:
+    """Threads the vector search may use in this process (FAISS's OpenMP team)."""
+    from indexer.store.vectors.index import set_threads
+
+    set_threads(n)
 
 
 def open_store(path: Path, writer: bool = False, kind: str = "auto") -> IndexStore:

@@ -266,7 +266,7 @@ def test_thumbnail_from_model_size_image(coco_images):
     """The indexer cuts thumbnails from the model-size resize where that covers them: same
     dimensions as from the decoded photo, pixels close; never from an upscaled image."""
     from indexer.embed import images
-    from indexer.ingest.pipeline import thumbnail_source
+    from indexer.embed.images import thumbnail_source
 
     diffs = []
     for path in coco_images[:6]:

@@ -16,7 +16,6 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -26,9 +25,11 @@ from indexer.embed.images import (
     BadImage,
     content_hash,
     decode,
+    draft_target,
     read_file,
     setup_codecs,
     thumbnail_file,
+    thumbnail_source,
     write_thumbnail,
 )
 from indexer.ingest.scan import FileEntry, check_roots, walk
@@ -122,21 +123,6 @@ def _under_any(prefixes: list[bytes]):
 def offline_roots(cfg: Config) -> list[bytes]:
     """Configured roots that are not there (an unplugged drive): their rows are never swept."""
     return [os.fsencode(os.path.abspath(r)) for r in cfg.roots if not os.path.isdir(r)]
-
-
-def draft_target(resolution: int) -> int:
-    """Smallest side to ask libjpeg's DCT scaling for, for a model of input ``resolution``."""
-    return (3 * resolution + 1) // 2
-
-
-def thumbnail_source(image: Any, resized: Any, size: int, fast: bool) -> Any:
-    """What a photo's thumbnail is made from: its model-size resize (``resized``, from
-    ``ClipEncoder.prepare``) when fast resizing and it is a reduction that still covers the
-    thumbnail (a small shrink: ~0.35 ms less per web-size photo, pixels ~1 from a direct
-    resize on average; bench/bench_fidelity.py), else the decoded ``image``."""
-    if resized is None or not fast or resized.width > image.width:
-        return image
-    return resized if max(resized.size) >= size else image
 
 
 class Indexer:
@@ -402,7 +388,3 @@ class Indexer:
                    camera=None)  # fmt: skip
         return row
 
-
-def vectors_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bit-identical float32 arrays (tests and diagnostics)."""
-    return a.shape == b.shape and a.tobytes() == b.tobytes()

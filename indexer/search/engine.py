@@ -1,4 +1,4 @@
-"""The search engine: query terms -> one query vector -> FAISS -> filtered, cut, joined hits.
+"""The search engine: query terms -> one query vector -> the store's vector search -> hits.
 
 A query is a weighted sum of terms (``indexer.search.parse`` syntax: ``beach + sunset - people``,
 ``2:dog``, ``img:/path.jpg``, ``id:123``) plus an optional example image (path, bytes or an
@@ -192,7 +192,7 @@ class SearchEngine:
         where the scores stop standing out from the library's; filters restrict candidates.
 
         The query is ``query`` (text in :mod:`indexer.search.parse` syntax) plus ``terms`` (already
-        parsed, e.g. from ``query.merge_terms`` for a UI's "without" box) plus ``image`` (path,
+        parsed, e.g. from ``parse.merge_terms`` for a UI's "without" box) plus ``image`` (path,
         bytes or indexed id, weight 1); or a raw unit ``vector``. ``folder`` keeps images under
         that folder; ``since``/``until`` keep images whose EXIF capture time is in the range;
         ``tags`` keeps images carrying every one of those tags.

@@ -243,18 +243,11 @@ def watch_status(lib: Any, status: dict) -> dict:
 
 
 def index_updated_at(lib: Any) -> float | None:
-    """When the index database last changed (mtime of the SQLite files)."""
+    """When the index's stored data last changed (epoch seconds; None if unknown)."""
     try:
-        db = lib.store.db_path
-    except Exception:  # noqa: BLE001
+        return lib.store.last_modified()
+    except Exception:  # noqa: BLE001 - no index (yet): nothing to show
         return None
-    times = []
-    for p in (db, db.with_name(db.name + "-wal")):
-        try:
-            times.append(os.stat(p).st_mtime)
-        except OSError:
-            pass
-    return max(times) if times else None
 
 
 __all__ = [

@@ -240,6 +240,10 @@ class IndexStore(abc.ABC):
     def all_image_tags(self, view: TagView) -> dict[int, TagList]:
         """{image_id: [(tag, score)] best first} of every tagged image under ``view``."""
 
+    def last_modified(self) -> float | None:
+        """When the stored data last changed (epoch seconds; None if the backend cannot tell)."""
+        return None
+
     # ----------------------------------------------------------------- derived helpers
     def get_record(self, image_id: int) -> Record | None:
         """The record of one image (None if unknown)."""

@@ -313,6 +313,16 @@ class SqliteStore(SqliteTags, IndexStore):
             conn.execute(insert(TombstoneRow), [{"image_id": i, "gen": gen} for i in had])
         return list(had)
 
+    def last_modified(self) -> float | None:
+        """The newest mtime of the SQLite file and its write-ahead log."""
+        times = []
+        for p in (self.db_path, self.db_path.with_name(self.db_path.name + "-wal")):
+            try:
+                times.append(os.stat(p).st_mtime)
+            except OSError:
+                pass
+        return max(times) if times else None
+
     # ----------------------------------------------------------------- searching
     def vector_state(self) -> VectorState:
         if self.index is None:

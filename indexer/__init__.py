@@ -13,7 +13,7 @@ Map (the data flow: photos -> scan -> decode -> encode -> store -> search / tags
     search/    query syntax, ranking and cut-offs, the search engine
     tags/      vocabulary, scoring, tag sync, the tag service, XMP, duplicates, evaluation
     embed/     photos and text -> vectors: image decoding/thumbnails, the Encoder
-    store/     the IndexStore interface; its SQLite + FAISS backend; the writer lock
+    store/     the IndexStore interface; its SQLite + FAISS backend; writer lock, versions
     config, types   leaves: configuration, shared value types
 
 Imports flow one way: cli -> library -> watch -> ingest | search | tags -> embed | store ->

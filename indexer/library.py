@@ -21,7 +21,6 @@ switches ``CURRENT`` only when it is complete; readers switch on their next quer
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +42,7 @@ from indexer.store import (
     set_search_threads,
 )
 from indexer.store.lock import WriterLock
+from indexer.store.versions import IndexVersions
 from indexer.tags.duplicates import DuplicateGroup
 from indexer.tags.service import TagService
 from indexer.tags.sync import TagReport
@@ -50,7 +50,6 @@ from indexer.tags.vocabulary import TagList, Vocabulary
 from indexer.watch.status import read_status as read_watch_status
 from indexer.watch.status import watch_status
 
-CURRENT_NAME = "CURRENT"
 THUMBS_NAME = "thumbs"
 
 
@@ -69,6 +68,7 @@ class Library:
         self.thumb_dir = self.dir / THUMBS_NAME
         self._encoder = encoder
         self._lock = WriterLock(self.dir) if writer else None
+        self.versions = IndexVersions(self.dir)
         self._store: IndexStore | None = None
         self._current_sig: tuple | None = None
         self._mutex = threading.RLock()  # one Library may be shared by threads (e.g. the UI)
@@ -99,42 +99,9 @@ class Library:
         if self.thumb_dir.is_dir():
             for tmp in self.thumb_dir.glob("*/.*.tmp"):
                 tmp.unlink(missing_ok=True)
-        current = self._read_current()
-        if current is not None:
-            for stale in self.dir.glob("v*"):
-                if stale.is_dir() and stale.name != current and stale.name[1:].isdigit():
-                    shutil.rmtree(stale, ignore_errors=True)
+        self.versions.remove_stale()
 
     # ----------------------------------------------------------------- versions
-    def _current_file(self) -> Path:
-        return self.dir / CURRENT_NAME
-
-    def _read_current(self) -> str | None:
-        try:
-            name = self._current_file().read_text().strip()
-        except FileNotFoundError:
-            return None
-        return name or None
-
-    def _write_current(self, name: str) -> None:
-        tmp = self.dir / f".{CURRENT_NAME}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(name + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._current_file())
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _signature(self) -> tuple | None:
-        try:
-            st = os.stat(self._current_file())
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _get_store(self) -> IndexStore:
         """The store of the active version (readers reopen after a reindex swapped it)."""
@@ -144,22 +111,22 @@ class Library:
                     return self._open_current()
                 except IndexMissingError:
                     # A reindex may have swapped versions and removed the old one meanwhile.
-                    if attempt == 2 or self._read_current() is None:
+                    if attempt == 2 or self.versions.current() is None:
                         raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _open_current(self) -> IndexStore:
-        sig = self._signature()
+        sig = self.versions.signature()
         if self._store is not None and (self.writer or sig == self._current_sig):
             return self._store
-        name = self._read_current()
+        name = self.versions.current()
         if name is None:
             if not self.writer:
                 raise IndexMissingError(f"no index in {self.dir}; run `clipsearch index` first")
             name = "v1"
             store = self._new_store(name)
-            self._write_current(name)
-            sig = self._signature()
+            self.versions.set_current(name)
+            sig = self.versions.signature()
         else:
             store = self._new_store(name)
         if self._store is not None:
@@ -168,7 +135,7 @@ class Library:
         return store
 
     def _new_store(self, name: str) -> IndexStore:
-        return open_store(self.dir / name, writer=self.writer, kind=self.cfg.index.kind)
+        return open_store(self.versions.path(name), writer=self.writer, kind=self.cfg.index.kind)
 
     @property
     def store(self) -> IndexStore:
@@ -238,22 +205,21 @@ class Library:
         self._require_writer()
         check_roots(self.cfg.roots)
         encoder = self.encoder()
-        old = self._read_current() or "v0"
-        number = int(old[1:]) + 1 if old[1:].isdigit() else 1
-        name = f"v{number}"
-        shutil.rmtree(self.dir / name, ignore_errors=True)  # an interrupted attempt
-        new = open_store(self.dir / name, writer=True, kind=self.cfg.index.kind)
+        old = self.versions.current() or "v0"
+        name = self.versions.next_name(old)
+        self.versions.remove(name)  # an interrupted attempt
+        new = open_store(self.versions.path(name), writer=True, kind=self.cfg.index.kind)
         try:
             tagger = self.tags.auto_tagger(encoder)
             report = Indexer(new, encoder, self.cfg, self.thumb_dir, tagger).run(None, progress)
         except BaseException:
             new.close()
             raise
-        self._write_current(name)
+        self.versions.set_current(name)
         if self._store is not None:
             self._store.close()
-        self._store, self._current_sig = new, self._signature()
-        shutil.rmtree(self.dir / old, ignore_errors=True)
+        self._store, self._current_sig = new, self.versions.signature()
+        self.versions.remove(old)
         return report
 
     # ----------------------------------------------------------------- reading
@@ -282,7 +248,7 @@ class Library:
             try:
                 return self.search_engine.search(query, **kwargs)
             except (StoreUnavailableError, IndexMissingError):
-                if self.writer or self._signature() == self._current_sig:
+                if self.writer or self.versions.signature() == self._current_sig:
                     raise
             # A reindex swapped versions (and removed the old one) mid-query: retry on the new.
             return self.search_engine.search(query, **kwargs)
@@ -328,7 +294,7 @@ class Library:
         vectors = store.vector_state()
         return {
             "index_dir": os.fspath(self.dir),
-            "version": self._read_current(),
+            "version": self.versions.current(),
             "model": {
                 "name": meta.get("model_name"),
                 "checkpoint_sha256": meta.get("checkpoint_sha256"),

@@ -19,8 +19,10 @@ Contract (every backend):
   written since are *pending* (see :mod:`indexer.tags.sync`).
 * **Writers.** At most one writer per index (``writer=True``; the caller holds the writer lock);
   any number of readers, in other processes too, see only committed generations.
-* **Threads.** A store object is used by one thread at a time (the Library serialises access);
-  returned records and arrays are the caller's own (changing them changes nothing stored).
+* **Threads.** Reads may come from several threads (each opens its own connection; searching
+  an unchanging vector index is thread-safe); :meth:`refresh`, writes and :meth:`close` are
+  serialised by the caller (the Library's lock). Returned records and arrays are the caller's
+  own: changing them changes nothing stored.
 * **Errors.** Driver errors never leak: a database that cannot be read or written raises
   :class:`~indexer.store.errors.StoreUnavailableError` (a :class:`StoreError`); a schema this
   program cannot use raises :class:`SchemaError`; opening a reader where there is no index

@@ -7,11 +7,20 @@ notice the switch by the file's signature and reopen on their next query.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
 
 CURRENT_NAME = "CURRENT"
+
+
+def file_signature(path: Path) -> tuple | None:
+    """(inode, mtime_ns, size) of ``path``: changes whenever the file is replaced (None: none)."""
+    with contextlib.suppress(FileNotFoundError):
+        st = os.stat(path)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    return None
 
 
 class IndexVersions:
@@ -48,11 +57,7 @@ class IndexVersions:
 
     def signature(self) -> tuple | None:
         """Changes whenever ``CURRENT`` is replaced (None while there is none)."""
-        try:
-            st = os.stat(self.file)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return file_signature(self.file)
 
     @staticmethod
     def next_name(current: str | None) -> str:

@@ -27,6 +27,7 @@ from indexer.store.sqlite.schema import ImageRow, MetaRow, TagRow, TombstoneRow,
 from indexer.store.sqlite.tags import SqliteTags
 from indexer.store.vectors.checks import normalize
 from indexer.store.vectors.index import VectorIndex, choose_kind
+from indexer.store.versions import file_signature
 from indexer.types import ModelIdentity
 
 DB_NAME = "index.sqlite"
@@ -95,11 +96,7 @@ class SqliteStore(SqliteTags, IndexStore):
 
     # ----------------------------------------------------------------- FAISS sync
     def _faiss_signature(self) -> tuple | None:
-        try:
-            st = os.stat(self.faiss_path)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return file_signature(self.faiss_path)
 
     def _load_faiss(self) -> None:
         """Load the FAISS file (or start empty when absent/corrupt)."""

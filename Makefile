@@ -15,6 +15,7 @@ demo: venv
 test: venv
 	@scripts/test-deps.sh
 	$(PY) -m ruff check clipmodel indexer app tests bench
+	.venv/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-slow: venv
@@ -22,6 +23,7 @@ test-slow: venv
 
 lint: venv
 	$(PY) -m ruff check clipmodel indexer app tests bench
+	.venv/bin/lint-imports
 
 format: venv
 	$(PY) -m ruff format clipmodel indexer app tests bench

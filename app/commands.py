@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from indexer.cli import UserError, command
+from indexer.cli.registry import UserError, command
 from indexer.config import Config
 
 from .safety import expected_password

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from indexer import query as query_mod
-from indexer import ranking
-from indexer.search import QueryError, SearchHit
+from indexer.search import parse as query_mod
+from indexer.search import ranking
+from indexer.search.engine import QueryError, SearchHit
 
 from .safety import UnsafePathError, resolve_inside_roots
 
@@ -153,7 +153,7 @@ def run_search(
 
 def browse_tags(lib: Any, tag_source: Any, req: SearchRequest) -> SearchOutcome:
     """Photos carrying all of ``req.tags`` (no query: newest first), filters applied."""
-    from indexer.search import parse_date
+    from indexer.search.engine import parse_date
 
     start = time.perf_counter()
     ids = tag_source.ids_with(req.tags)
@@ -243,18 +243,11 @@ def watch_status(lib: Any, status: dict) -> dict:
 
 
 def index_updated_at(lib: Any) -> float | None:
-    """When the index database last changed (mtime of the SQLite files)."""
+    """When the index's stored data last changed (epoch seconds; None if unknown)."""
     try:
-        db = lib.store.db_path
-    except Exception:  # noqa: BLE001
+        return lib.store.last_modified()
+    except Exception:  # noqa: BLE001 - no index (yet): nothing to show
         return None
-    times = []
-    for p in (db, db.with_name(db.name + "-wal")):
-        try:
-            times.append(os.stat(p).st_mtime)
-        except OSError:
-            pass
-    return max(times) if times else None
 
 
 __all__ = [

@@ -18,8 +18,8 @@ import streamlit as st
 from PIL import Image, ImageOps
 
 from indexer.config import Config, load_config
-from indexer.encoder import ClipEncoder, thread_plan
-from indexer.images import decode, read_file
+from indexer.embed.encoder import ClipEncoder, thread_plan
+from indexer.embed.images import decode, read_file
 from indexer.library import Library
 
 DETAIL_MAX_SIDE = 1600  # the detail view shows the photo scaled down to this
@@ -130,7 +130,7 @@ def square_thumbnail(path: str, mtime_ns: int, size: int = 256) -> bytes:
 def display_image(path: str, mtime_ns: int, size: int, max_pixels: int) -> bytes:
     """The photo at ``path`` (already validated), upright and scaled down, as JPEG bytes.
 
-    Raises indexer.images.BadImage with the reason when it cannot be read or decoded.
+    Raises indexer.embed.images.BadImage with the reason when it cannot be read or decoded.
     """
     data = read_file(path)
     img = decode(data, max_pixels=max_pixels).image

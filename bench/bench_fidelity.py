@@ -35,8 +35,7 @@ from clipmodel.preprocess import (
     to_supported_mode,
     to_tensor,
 )
-from indexer.images import decode, thumbnail_image
-from indexer.pipeline import draft_target, thumbnail_source
+from indexer.embed.images import decode, draft_target, thumbnail_image, thumbnail_source
 
 from .datasets import CACHE, benchmark_weights, coco_photos, make_large_jpegs
 

@@ -4,6 +4,20 @@
     with Library.open(load_config()) as lib:
         hits = lib.search("a dog on the beach").hits
 
+Map (the data flow: photos -> scan -> decode -> encode -> store -> search / tags / UI)::
+
+    cli/       the ``clipsearch`` command line, one module per command group
+    library    Library: opens an index version, composes store, encoder, search and tags
+    watch/     ``clipsearch watch``: observers, debouncing, the service loop, its status file
+    ingest/    one indexing run: scan the roots, decode, encode in batches, apply changes
+    search/    query syntax, ranking and cut-offs, the search engine
+    tags/      vocabulary, scoring, tag sync, the tag service, XMP, duplicates, evaluation
+    embed/     photos and text -> vectors: image decoding/thumbnails, the Encoder
+    store/     the IndexStore interface; its SQLite + FAISS backend; writer lock, versions
+    config, types   leaves: configuration, shared value types
+
+Imports flow one way: cli -> library -> watch -> ingest | search | tags -> embed | store ->
+config/types -> clipmodel (see docs/architecture.md; checked by tests/test_architecture.py).
 Names are imported lazily, so ``import indexer`` does no work.
 """
 
@@ -12,17 +26,17 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "Library": "library",
-    "load_config": "config",
-    "Config": "config",
-    "ConfigError": "config",
-    "IndexStore": "store",
-    "Record": "store",
-    "SearchHit": "search",
-    "SearchResults": "search",
-    "QueryError": "search",
-    "Encoder": "encoder",
-    "ClipEncoder": "encoder",
+    "Library": "indexer.library",
+    "load_config": "indexer.config",
+    "Config": "indexer.config",
+    "ConfigError": "indexer.config",
+    "IndexStore": "indexer.store",
+    "Record": "indexer.store",
+    "SearchHit": "indexer.search.engine",
+    "SearchResults": "indexer.search.engine",
+    "QueryError": "indexer.search.engine",
+    "Encoder": "indexer.embed.encoder",
+    "ClipEncoder": "indexer.embed.encoder",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -30,7 +44,7 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'indexer' has no attribute {name!r}")

@@ -88,7 +88,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 @dataclass
 class WatchConfig:
-    """The folder-watching service (``clipsearch watch``; see ``indexer/watch.py``)."""
+    """The folder-watching service (``clipsearch watch``; see ``indexer/watch/service.py``)."""
 
     debounce_seconds: float = 1.0
     stable_checks: int = 2
@@ -152,7 +152,7 @@ class TagsConfig:
     """Zero-shot tags of indexed photos (``clipsearch tag``, ``tags``, ``export``, ``duplicates``).
 
     The vocabulary is ``vocabulary`` (an inline mapping), else the YAML file ``file``, else the
-    built-in one (schema: :mod:`indexer.tagging`). ``top_n`` overrides the vocabulary's cap on
+    built-in one (schema: :mod:`indexer.tags.vocabulary`). ``top_n`` overrides the vocabulary's cap on
     tags per image (null: the vocabulary's; 0: no limit).
     """
 

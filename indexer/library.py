@@ -21,34 +21,44 @@ switches ``CURRENT`` only when it is complete; readers switch on their next quer
 from __future__ import annotations
 
 import os
-import shutil
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
+import numpy as np
 
-from .config import Config
-from .encoder import ClipEncoder, Encoder, thread_plan
-from .images import thumbnail_file
-from .lock import WriterLock
-from .pipeline import Indexer, IndexReport
-from .scan import check_roots
-from .search import SearchEngine, SearchResults
-from .store import IndexMissingError, IndexStore, Record
-from .tag_store import TaggingMixin
-from .vector_index import set_threads as set_faiss_threads
-from .watch_status import read_status as read_watch_status
-from .watch_status import watch_status
+from indexer.config import Config
+from indexer.embed.encoder import ClipEncoder, Encoder, thread_plan
+from indexer.embed.images import thumbnail_file
+from indexer.ingest.pipeline import Indexer, IndexReport
+from indexer.ingest.scan import check_roots
+from indexer.search.engine import SearchEngine, SearchResults
+from indexer.store import (
+    IndexMissingError,
+    IndexStore,
+    Record,
+    StoreUnavailableError,
+    open_store,
+    set_search_threads,
+)
+from indexer.store.lock import WriterLock
+from indexer.store.versions import IndexVersions
+from indexer.tags.duplicates import DuplicateGroup
+from indexer.tags.service import TagService
+from indexer.tags.sync import TagReport
+from indexer.tags.vocabulary import TagList, Vocabulary
+from indexer.watch.status import read_status as read_watch_status
+from indexer.watch.status import watch_status
 
-CURRENT_NAME = "CURRENT"
 THUMBS_NAME = "thumbs"
 
 
-class Library(TaggingMixin):
+class Library:
     """An index directory opened for reading, or for writing (holding the writer lock).
 
-    Tags (:class:`indexer.tag_store.TaggingMixin`): ``tag()``, ``tag_counts()``,
-    ``image_tags(id)``, ``ids_with_tags(tags)``, ``duplicates(threshold)``.
+    Composes the active :class:`~indexer.store.IndexStore`, the encoder, a
+    :class:`~indexer.search.engine.SearchEngine` and a :class:`~indexer.tags.service.TagService`
+    (``tags``); the tag methods below delegate to it.
     """
 
     def __init__(self, cfg: Config, writer: bool = False, encoder: Encoder | None = None):
@@ -58,14 +68,16 @@ class Library(TaggingMixin):
         self.thumb_dir = self.dir / THUMBS_NAME
         self._encoder = encoder
         self._lock = WriterLock(self.dir) if writer else None
+        self.versions = IndexVersions(self.dir)
         self._store: IndexStore | None = None
         self._current_sig: tuple | None = None
         self._mutex = threading.RLock()  # one Library may be shared by threads (e.g. the UI)
-        self.search_engine = SearchEngine(self._get_store, self.encoder, self.ids_with_tags)
+        self.tags = TagService(cfg, self._get_store, self.encoder)
+        self.search_engine = SearchEngine(self._get_store, self.encoder, self.tags.ids_with_tags)
         if not writer:
             # One query at a time: a single FAISS thread is as fast and never stalls on an
             # OpenMP barrier while another process (a running indexer) holds the other core.
-            set_faiss_threads(1)
+            set_search_threads(1)
 
     @classmethod
     def open(cls, cfg: Config, writer: bool = False, encoder: Encoder | None = None) -> Library:
@@ -87,42 +99,9 @@ class Library(TaggingMixin):
         if self.thumb_dir.is_dir():
             for tmp in self.thumb_dir.glob("*/.*.tmp"):
                 tmp.unlink(missing_ok=True)
-        current = self._read_current()
-        if current is not None:
-            for stale in self.dir.glob("v*"):
-                if stale.is_dir() and stale.name != current and stale.name[1:].isdigit():
-                    shutil.rmtree(stale, ignore_errors=True)
+        self.versions.remove_stale()
 
     # ----------------------------------------------------------------- versions
-    def _current_file(self) -> Path:
-        return self.dir / CURRENT_NAME
-
-    def _read_current(self) -> str | None:
-        try:
-            name = self._current_file().read_text().strip()
-        except FileNotFoundError:
-            return None
-        return name or None
-
-    def _write_current(self, name: str) -> None:
-        tmp = self.dir / f".{CURRENT_NAME}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(name + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._current_file())
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _signature(self) -> tuple | None:
-        try:
-            st = os.stat(self._current_file())
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _get_store(self) -> IndexStore:
         """The store of the active version (readers reopen after a reindex swapped it)."""
@@ -132,22 +111,22 @@ class Library(TaggingMixin):
                     return self._open_current()
                 except IndexMissingError:
                     # A reindex may have swapped versions and removed the old one meanwhile.
-                    if attempt == 2 or self._read_current() is None:
+                    if attempt == 2 or self.versions.current() is None:
                         raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _open_current(self) -> IndexStore:
-        sig = self._signature()
+        sig = self.versions.signature()
         if self._store is not None and (self.writer or sig == self._current_sig):
             return self._store
-        name = self._read_current()
+        name = self.versions.current()
         if name is None:
             if not self.writer:
                 raise IndexMissingError(f"no index in {self.dir}; run `clipsearch index` first")
             name = "v1"
             store = self._new_store(name)
-            self._write_current(name)
-            sig = self._signature()
+            self.versions.set_current(name)
+            sig = self.versions.signature()
         else:
             store = self._new_store(name)
         if self._store is not None:
@@ -156,7 +135,7 @@ class Library(TaggingMixin):
         return store
 
     def _new_store(self, name: str) -> IndexStore:
-        return IndexStore(self.dir / name, writer=self.writer, kind=self.cfg.index.kind)
+        return open_store(self.versions.path(name), writer=self.writer, kind=self.cfg.index.kind)
 
     @property
     def store(self) -> IndexStore:
@@ -190,14 +169,14 @@ class Library(TaggingMixin):
         watch daemon passes both ends of a move, and the row follows the file).
         ``skip_missing_roots``: index the roots that are there and keep the rows of missing
         (offline) ones, instead of failing. ``stop()`` returning True ends the run early,
-        after the current model batch (see :class:`indexer.pipeline.Indexer`).
+        after the current model batch (see :class:`indexer.ingest.pipeline.Indexer`).
         """
         self._require_writer()
         if not skip_missing_roots:
             check_roots(self.cfg.roots)  # before the (slow) model load
         encoder = self.encoder()
         self.store.check_model(encoder.identity)
-        tagger = self._auto_tagger(encoder)
+        tagger = self.tags.auto_tagger(encoder)
         indexer = Indexer(self.store, encoder, self.cfg, self.thumb_dir, tagger)
         indexer.skip_missing_roots, indexer.stop = skip_missing_roots, stop
         report = indexer.run(paths, progress)
@@ -226,27 +205,26 @@ class Library(TaggingMixin):
         self._require_writer()
         check_roots(self.cfg.roots)
         encoder = self.encoder()
-        old = self._read_current() or "v0"
-        number = int(old[1:]) + 1 if old[1:].isdigit() else 1
-        name = f"v{number}"
-        shutil.rmtree(self.dir / name, ignore_errors=True)  # an interrupted attempt
-        new = IndexStore(self.dir / name, writer=True, kind=self.cfg.index.kind)
+        old = self.versions.current() or "v0"
+        name = self.versions.next_name(old)
+        self.versions.remove(name)  # an interrupted attempt
+        new = open_store(self.versions.path(name), writer=True, kind=self.cfg.index.kind)
         try:
-            tagger = self._auto_tagger(encoder)
+            tagger = self.tags.auto_tagger(encoder)
             report = Indexer(new, encoder, self.cfg, self.thumb_dir, tagger).run(None, progress)
         except BaseException:
             new.close()
             raise
-        self._write_current(name)
+        self.versions.set_current(name)
         if self._store is not None:
             self._store.close()
-        self._store, self._current_sig = new, self._signature()
-        shutil.rmtree(self.dir / old, ignore_errors=True)
+        self._store, self._current_sig = new, self.versions.signature()
+        self.versions.remove(old)
         return report
 
     # ----------------------------------------------------------------- reading
     def search(self, query: str | None = None, **kwargs) -> SearchResults:
-        """See :meth:`indexer.search.SearchEngine.search`; defaults come from ``search:``."""
+        """See :meth:`indexer.search.engine.SearchEngine.search`; defaults: ``search:``."""
         kwargs.setdefault("k", self.cfg.search.top_k)
         kwargs.setdefault("threshold", self.cfg.search.threshold)
         kwargs.setdefault("adaptive", self.cfg.search.adaptive)
@@ -269,8 +247,8 @@ class Library(TaggingMixin):
         with self._mutex:
             try:
                 return self.search_engine.search(query, **kwargs)
-            except (OperationalError, IndexMissingError):
-                if self.writer or self._signature() == self._current_sig:
+            except (StoreUnavailableError, IndexMissingError):
+                if self.writer or self.versions.signature() == self._current_sig:
                     raise
             # A reindex swapped versions (and removed the old one) mid-query: retry on the new.
             return self.search_engine.search(query, **kwargs)
@@ -287,12 +265,12 @@ class Library(TaggingMixin):
     def watch_status(self) -> dict:
         """The watch service: ``running``, ``pid``, ``state``, ``queue``, ``last_update``
         (epoch seconds), ``errors`` (recent), ``offline_roots``, ``detail``; see
-        :mod:`indexer.watch_status`."""
+        :mod:`indexer.watch.status`."""
         return watch_status(self.dir)
 
     def get_image(self, image_id: int) -> Record | None:
         """The record of one image by id (None if unknown)."""
-        return self.store.records([image_id]).get(image_id)
+        return self.store.get_record(image_id)
 
     def thumbnail_path(self, image: int | Record) -> Path | None:
         """Path of the image's JPEG thumbnail, or None when it has none."""
@@ -313,10 +291,10 @@ class Library(TaggingMixin):
         meta = store.meta()
         counts = store.counts()
         errors = store.errors(limit=max_errors)
-        faiss_index = store.index
+        vectors = store.vector_state()
         return {
             "index_dir": os.fspath(self.dir),
-            "version": self._read_current(),
+            "version": self.versions.current(),
             "model": {
                 "name": meta.get("model_name"),
                 "checkpoint_sha256": meta.get("checkpoint_sha256"),
@@ -326,11 +304,7 @@ class Library(TaggingMixin):
             "indexed": counts["ok"],
             "errors": counts["errors"],
             "vectors": counts["vectors"],
-            "faiss": {
-                "kind": faiss_index.kind if faiss_index is not None else None,
-                "count": len(faiss_index) if faiss_index is not None else 0,
-                "generation": store.index_gen,
-            },
+            "faiss": {"kind": vectors.kind, "count": vectors.count, "generation": vectors.generation},
             "generation": store.generation(),
             "watch": (watch := self.watch_status()),
             "roots": [
@@ -343,6 +317,31 @@ class Library(TaggingMixin):
             ],
             "error_files": [{"id": r.id, "path": r.path, "error": r.error} for r in errors],
         }
+
+    # ----------------------------------------------------------------- tags
+    def vocabulary(self) -> Vocabulary:
+        """The configured tag vocabulary (re-read when the tags file changes)."""
+        return self.tags.vocabulary()
+
+    def tag(self, progress: bool = False, rescore_all: bool = False) -> TagReport:
+        """See :meth:`indexer.tags.service.TagService.tag` (writers only)."""
+        self._require_writer()
+        return self.tags.tag(progress, rescore_all)
+
+    def tag_counts(self) -> dict[str, int]:
+        return self.tags.tag_counts()
+
+    def image_tags(self, image_id: int) -> TagList:
+        return self.tags.image_tags(image_id)
+
+    def ids_with_tags(self, tags: Sequence[str]) -> np.ndarray:
+        return self.tags.ids_with_tags(tags)
+
+    def all_image_tags(self) -> dict[int, TagList]:
+        return self.tags.all_image_tags()
+
+    def duplicates(self, threshold: float | None = None) -> list[DuplicateGroup]:
+        return self.tags.duplicates(threshold)
 
     # ----------------------------------------------------------------- lifecycle
     def close(self) -> None:

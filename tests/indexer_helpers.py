@@ -102,7 +102,7 @@ def sqlite_state(index_dir: Path) -> dict:
 
 
 def faiss_ids(index_dir: Path) -> list[int]:
-    from indexer.vector_index import VectorIndex
+    from indexer.store.vectors.index import VectorIndex
 
     index, _gen = VectorIndex.load(version_dir(index_dir) / "vectors.faiss")
     return index.ids().tolist()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from app import commands, safety, service
 from indexer.config import ConfigError, config_from_dict
-from indexer.search import QueryError
+from indexer.search.engine import QueryError
 
 
 def jpeg(size=(40, 30)) -> bytes:
@@ -124,7 +124,7 @@ def test_build_terms(lib_dirs):
 
 
 def test_sort_and_pages():
-    from indexer.search import SearchHit
+    from indexer.search.engine import SearchHit
     from indexer.store import Record
 
     def hit(i, date):

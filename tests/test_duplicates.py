@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.duplicates import describe_groups, find_duplicate_groups, similar_pairs
+from indexer.tags.duplicates import describe_groups, find_duplicate_groups, similar_pairs
 
 D = 32
 

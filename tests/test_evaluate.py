@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer import evaluate as ev
 from indexer.config import config_from_dict
+from indexer.tags import evaluate as ev
 
 from .conftest import COCO, require
 
@@ -210,7 +210,7 @@ def test_zeroshot_end_to_end_matches_clip_classify(tmp_path, tiny_model):
 
 
 def test_eval_command_writes_table_and_json(tmp_path, tiny_checkpoint, capsys):
-    from indexer import tag_commands
+    from indexer.cli import model as tag_commands
 
     build_imagefolder(tmp_path / "folder", n_classes=3)
     cfg = config_from_dict({"model": {"weights": str(tiny_checkpoint), "device": "cpu"}})
@@ -232,7 +232,7 @@ def test_eval_command_writes_table_and_json(tmp_path, tiny_checkpoint, capsys):
 
 
 def test_classify_command_prints_probabilities(tmp_path, tiny_checkpoint, capsys, coco_images):
-    from indexer import tag_commands
+    from indexer.cli import model as tag_commands
 
     cfg = config_from_dict({"model": {"weights": str(tiny_checkpoint), "device": "cpu"}})
     parser = argparse.ArgumentParser()

@@ -183,7 +183,7 @@ def test_bad_input_corpus(tmp_path, coco_images, tiny_checkpoint):
 
 def test_decode_handles_modes(coco_images):
     """Unit check of indexer.images.decode on the unusual-but-valid modes."""
-    from indexer.images import BadImage, decode
+    from indexer.embed.images import BadImage, decode
 
     rgb = Image.open(coco_images[0]).convert("RGB")
     for mode in ("CMYK", "L", "LA", "RGBA", "P", "I", "I;16", "F", "1"):

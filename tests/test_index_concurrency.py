@@ -10,9 +10,9 @@ import time
 import pytest
 
 from indexer.config import load_config
-from indexer.encoder import ClipEncoder, HashEncoder
+from indexer.embed.encoder import ClipEncoder, HashEncoder
 from indexer.library import Library
-from indexer.lock import IndexBusyError
+from indexer.store import IndexBusyError
 
 from .indexer_helpers import REPO, cli_env, copy_images, run_cli, write_config
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from indexer.config import load_config
-from indexer.encoder import HashEncoder
+from indexer.embed.encoder import HashEncoder
 from indexer.library import Library
 
 from .indexer_helpers import (

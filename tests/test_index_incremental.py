@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from indexer.config import load_config
-from indexer.encoder import ClipEncoder
+from indexer.embed.encoder import ClipEncoder
 from indexer.library import Library
 
 from .indexer_helpers import CountingEncoder, copy_images, faiss_ids, sqlite_state, write_config
@@ -114,7 +114,7 @@ def test_incremental_add_modify_move_delete(tmp_path, coco_images, tiny_checkpoi
 
 def test_partial_runs_follow_moves_and_deletions(tmp_path, sample_images):
     """What the watch daemon does: index([old, new]) for a move, index([gone]) for a delete."""
-    from indexer.encoder import HashEncoder
+    from indexer.embed.encoder import HashEncoder
 
     photos = copy_images(sample_images[:4], tmp_path / "lib")
     cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "lib"], tmp_path / "idx"))

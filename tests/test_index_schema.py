@@ -7,10 +7,10 @@ import sqlite3
 import pytest
 from sqlalchemy import text
 
-from indexer import db
 from indexer.config import load_config
-from indexer.encoder import HashEncoder
+from indexer.embed.encoder import HashEncoder
 from indexer.library import Library
+from indexer.store.sqlite import schema as db
 
 from .indexer_helpers import copy_images, version_dir, write_config
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from indexer.config import load_config
-from indexer.encoder import ClipEncoder, ModelIdentity
+from indexer.embed.encoder import ClipEncoder
 from indexer.library import Library
-from indexer.search import QueryError
+from indexer.search.engine import QueryError
 from indexer.store import Changes
+from indexer.types import ModelIdentity
 
 from .indexer_helpers import copy_images, write_config
 
@@ -169,7 +170,7 @@ def test_threshold_and_adaptive(known):
 
 
 def test_ui_terms_with_without_box(known):
-    from indexer.query import merge_terms
+    from indexer.search.parse import merge_terms
 
     lib, ids, _ = known
     res = lib.search(terms=merge_terms("red", "blue, green"), k=2)

@@ -29,7 +29,7 @@ import clipmodel as clip
 import clipmodel.onnx_backend as ob
 from clipmodel import preprocess as pp
 from indexer.config import ConfigError, load_config
-from indexer.encoder import ClipEncoder, ThreadPlan, effective_backend, thread_plan
+from indexer.embed.encoder import ClipEncoder, ThreadPlan, effective_backend, thread_plan
 from indexer.library import Library
 
 from .checkpoints import reference_model, write_random_checkpoint
@@ -565,8 +565,8 @@ def test_effective_backend(tmp_path, monkeypatch):
     ],
 )
 def test_thread_plan(cpus, backend, index, expected, tmp_path, monkeypatch):
-    monkeypatch.setattr("indexer.encoder.cpu_count", lambda: cpus)
-    monkeypatch.setattr("indexer.encoder.effective_backend", lambda cfg: backend)
+    monkeypatch.setattr("indexer.embed.encoder.cpu_count", lambda: cpus)
+    monkeypatch.setattr("indexer.embed.encoder.effective_backend", lambda cfg: backend)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert thread_plan(_config(tmp_path, index=index)) == expected
 
@@ -574,7 +574,7 @@ def test_thread_plan(cpus, backend, index, expected, tmp_path, monkeypatch):
 def test_thread_plan_gpu(tmp_path, monkeypatch):
     """With CUDA: big batches, one model thread, every other CPU decoding; explicit settings
     and the CPU device still win."""
-    monkeypatch.setattr("indexer.encoder.cpu_count", lambda: 16)
+    monkeypatch.setattr("indexer.embed.encoder.cpu_count", lambda: 16)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     auto = _config(tmp_path)
     assert effective_backend(auto) == "torch"  # ONNX Runtime is CPU-only

@@ -229,7 +229,7 @@ def test_resize_fast_from_threads_equals_sequential(coco_images):
 
 
 def test_write_thumbnail_fast(coco_images, tmp_path, monkeypatch):
-    from indexer import images
+    from indexer.embed import images
 
     calls = []
     real = images.resize_fast
@@ -265,8 +265,8 @@ def test_write_thumbnail_fast(coco_images, tmp_path, monkeypatch):
 def test_thumbnail_from_model_size_image(coco_images):
     """The indexer cuts thumbnails from the model-size resize where that covers them: same
     dimensions as from the decoded photo, pixels close; never from an upscaled image."""
-    from indexer import images
-    from indexer.pipeline import thumbnail_source
+    from indexer.embed import images
+    from indexer.embed.images import thumbnail_source
 
     diffs = []
     for path in coco_images[:6]:

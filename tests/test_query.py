@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from indexer.query import QueryTerm, merge_terms, parse_query
+from indexer.search.parse import QueryTerm, merge_terms, parse_query
 
 
 def text(weight: float, value: str) -> QueryTerm:

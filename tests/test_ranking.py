@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.ranking import (
+from indexer.search.ranking import (
     SearchResult,
     adaptive_cutoff,
     apply_threshold,

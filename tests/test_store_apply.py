@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import insert, select
 
-from indexer.db import STATUS_ERROR, STATUS_OK, TagRow, TombstoneRow, VectorRow
-from indexer.store import Changes, IndexStore
+from indexer.store import Changes
+from indexer.store.sqlite import SqliteStore as IndexStore
+from indexer.store.sqlite.schema import STATUS_ERROR, STATUS_OK, TagRow, TombstoneRow, VectorRow
 
 
 def _row(name: str, **extra) -> dict:

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from indexer import tagging
-from indexer.tagging import Vocabulary, VocabularyError
+from indexer import tags as tagging
+from indexer.tags import Vocabulary, VocabularyError
 
 D = 6
 E = np.eye(D, dtype=np.float32)

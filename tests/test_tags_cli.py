@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from PIL import Image
 
-from indexer import xmp
+from indexer.tags import xmp
 
 from .indexer_helpers import copy_images, run_cli, run_json, write_config
 

@@ -14,10 +14,11 @@ import sqlite3
 import numpy as np
 import pytest
 
-from indexer import db, tag_store
 from indexer.config import ConfigError, load_config
-from indexer.encoder import ClipEncoder, HashEncoder
+from indexer.embed.encoder import ClipEncoder, HashEncoder
 from indexer.library import Library
+from indexer.store.sqlite import schema as db
+from indexer.tags import sync as tag_store
 
 from .indexer_helpers import copy_images, run_cli, version_dir, write_config
 

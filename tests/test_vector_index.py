@@ -9,13 +9,12 @@ import faiss
 import numpy as np
 import pytest
 
-from indexer import vector_index as vi_mod
-from indexer.vector_index import (
+from indexer.store.vectors import index as vi_mod
+from indexer.store.vectors.checks import KINDS, normalize
+from indexer.store.vectors.index import (
     FLAT_MAX,
-    KINDS,
     VectorIndex,
     choose_kind,
-    normalize,
     set_threads,
 )
 

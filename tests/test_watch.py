@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from indexer.config import ConfigError, config_from_dict, load_config
-from indexer.images import content_hash
+from indexer.embed.images import content_hash
 from indexer.library import Library
-from indexer.watch_status import read_status
+from indexer.watch.status import read_status
 
 from .indexer_helpers import (
     REPO,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer import xmp
-from indexer.xmp import XmpError
+from indexer.tags import xmp
+from indexer.tags.xmp import XmpError
 
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 DC = "http://purl.org/dc/elements/1.1/"

@@ -8,7 +8,7 @@ import os
 import streamlit as st
 
 from indexer.config import Config
-from indexer.images import BadImage
+from indexer.embed.images import BadImage
 
 from .. import safety, service, state
 from ..tags import tag_source

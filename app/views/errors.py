@@ -9,11 +9,10 @@ from dataclasses import dataclass
 import streamlit as st
 
 from indexer.config import WEIGHTS_ENV, Config, ConfigError
-from indexer.db import SchemaError
-from indexer.encoder import EncoderUnavailableError
-from indexer.images import BadImage
-from indexer.search import QueryError
-from indexer.store import IndexMissingError, ModelMismatchError
+from indexer.embed.encoder import EncoderUnavailableError
+from indexer.embed.images import BadImage
+from indexer.search.engine import QueryError
+from indexer.store import IndexMissingError, ModelMismatchError, SchemaError
 
 from ..safety import UnsafePathError, UploadError
 

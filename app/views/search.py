@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from indexer.config import Config
-from indexer.search import QueryError, parse_date
+from indexer.search.engine import QueryError, parse_date
 
 from .. import safety, service, state
 from ..tags import tag_source

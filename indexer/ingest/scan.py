@@ -1,0 +1,136 @@
+"""Walking library roots and deciding what changed since the last run.
+
+:func:`walk` yields one :class:`FileEntry` per candidate file (by extension). Hidden files and
+folders (name starting with ``.``) and the index directory itself are skipped. With
+``follow_symlinks`` symlinked folders are walked once each (loops are cut by device/inode);
+without it symlinks are ignored. Files whose ``stat`` fails (broken symlinks, symlink loops) and
+non-regular files (FIFOs, devices) are yielded with ``error`` set, so they get recorded.
+Folders that cannot be listed are reported in ``unlisted`` so that their files are not mistaken
+for deleted ones.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexer.embed.images import os_reason
+
+
+class RootMissingError(FileNotFoundError):
+    """A configured library root does not exist (unmounted disk, typo)."""
+
+
+@dataclass
+class FileEntry:
+    """A candidate file: its path (as ``str``, possibly surrogate-escaped) and stat data."""
+
+    path: str
+    root: str
+    size: int | None
+    mtime_ns: int | None
+    error: str | None = None
+
+
+@dataclass
+class WalkResult:
+    """Entries found plus folders that could not be listed (their files must not be swept)."""
+
+    entries: list[FileEntry] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)
+
+
+def _entry_for(path: str, root: str, follow: bool) -> FileEntry:
+    try:
+        st = os.stat(path, follow_symlinks=follow)
+    except OSError as exc:
+        try:  # broken symlink / loop: identify the link itself for change detection
+            lst = os.lstat(path)
+            size, mtime = lst.st_size, lst.st_mtime_ns
+        except OSError:
+            size = mtime = None
+        return FileEntry(path, root, size, mtime, f"cannot stat: {os_reason(exc)}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "special file"
+        return FileEntry(path, root, 0, st.st_mtime_ns, f"not a regular file ({kind})")
+    return FileEntry(path, root, st.st_size, st.st_mtime_ns)
+
+
+def check_roots(roots: Iterable[Path]) -> None:
+    """Raise :class:`RootMissingError` unless every root is an existing folder."""
+    for root in roots:
+        if not root.is_dir():
+            raise RootMissingError(f"library root not found or not a folder: {root}")
+
+
+def walk(
+    targets: Iterable[tuple[Path, Path]],
+    extensions: Iterable[str],
+    follow_symlinks: bool = True,
+    exclude: Iterable[Path] = (),
+) -> WalkResult:
+    """Find candidate files under each ``(start, root)`` target (sorted, each path once).
+
+    ``start`` is a folder or file inside library root ``root`` (usually the root itself).
+    """
+    exts = {e.lower() for e in extensions}
+    excluded = {os.path.realpath(p) for p in exclude}
+    result = WalkResult()
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
+    for start, root in targets:
+        root_s = os.fspath(root)
+        start_s = os.fspath(start)
+        if not os.path.isdir(start_s):
+            if os.path.lexists(start_s) and start_s not in seen_files:
+                seen_files.add(start_s)
+                result.entries.append(_entry_for(start_s, root_s, follow_symlinks))
+            continue
+        stack = [start_s]
+        while stack:
+            folder = stack.pop()
+            try:
+                st = os.stat(folder)
+            except OSError:
+                result.unlisted.append(folder)
+                continue
+            if (st.st_dev, st.st_ino) in seen_dirs or os.path.realpath(folder) in excluded:
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
+            try:
+                with os.scandir(folder) as it:
+                    items = sorted(it, key=lambda d: d.name)
+            except OSError:
+                result.unlisted.append(folder)
+                continue
+            subdirs = []
+            for item in items:
+                if item.name.startswith("."):
+                    continue
+                try:
+                    is_link = item.is_symlink()
+                    if is_link and not follow_symlinks:
+                        continue
+                    if item.is_dir(follow_symlinks=follow_symlinks):
+                        subdirs.append(item.path)
+                        continue
+                except OSError:
+                    pass  # e.g. a symlink loop: treat as a file below if its name matches
+                if os.path.splitext(item.name)[1].lower() not in exts:
+                    continue
+                if item.path in seen_files:
+                    continue
+                seen_files.add(item.path)
+                result.entries.append(_entry_for(item.path, root_s, follow_symlinks))
+            stack.extend(reversed(subdirs))
+    result.entries.sort(key=lambda e: os.fsencode(e.path))
+    return result
+
+
+def iter_paths(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
+    """Absolute, normalised string forms of user-given paths."""
+    for p in paths:
+        yield os.path.abspath(os.fspath(p))

@@ -1,0 +1,255 @@
+"""The search engine: query terms -> one query vector -> the store's vector search -> hits.
+
+A query is a weighted sum of terms (``indexer.search.parse`` syntax: ``beach + sunset - people``,
+``2:dog``, ``img:/path.jpg``, ``id:123``) plus an optional example image (path, bytes or an
+indexed image id). Text of any length is encoded with ``clipmodel.encode_text_long``. Filters
+(folder, capture-date range, tags) become an ``allowed_ids`` set computed by the store. Results are
+joined with the image rows, so a vector whose row was just deleted is never returned.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from indexer.embed.encoder import Encoder
+from indexer.embed.images import BadImage, decode, read_file
+from indexer.search import parse as query_mod
+from indexer.search import ranking
+from indexer.store import IndexStore, ModelMismatchError, Record, TagView
+
+_EXTRA = 16  # extra candidates fetched to make up for rows deleted since FAISS was synced
+_LIBRARY_SAMPLE = 2000  # library vectors sampled to estimate a query's score distribution
+
+
+class QueryError(ValueError):
+    """The query cannot be run (empty, unknown image id, unreadable example image, bad date)."""
+
+
+@dataclass
+class SearchHit:
+    """One result: the image record and its cosine score against the query."""
+
+    id: int
+    score: float
+    record: Record
+
+    @property
+    def path(self) -> str:
+        return self.record.path
+
+    def to_dict(self) -> dict:
+        r = self.record
+        return {
+            "id": self.id, "path": r.path, "score": round(float(self.score), 6), "root": r.root,
+            "width": r.width, "height": r.height, "taken_at": r.taken_at, "camera": r.camera,
+            "size": r.size, "content_hash": r.content_hash,
+        }  # fmt: skip
+
+
+@dataclass
+class SearchResults:
+    hits: list[SearchHit]
+    candidates: int  # how many indexed images the filters allowed
+    cutoff: str  # "top_k" | "threshold" | "adaptive"
+    terms: list[dict] = field(default_factory=list)
+
+
+def parse_date(text: str | None, end: bool) -> str | None:
+    """``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or full ISO -> comparable bound for ``taken_at``.
+
+    An ``end`` bound covers the whole period (``--until 2020-05`` includes all of May 2020).
+    """
+    if text is None or text == "":
+        return None
+    t = text.strip().replace(" ", "T")
+    for fmt, n in (("%Y", 4), ("%Y-%m", 7), ("%Y-%m-%d", 10), ("%Y-%m-%dT%H:%M", 16),
+                   ("%Y-%m-%dT%H:%M:%S", 19)):  # fmt: skip
+        try:
+            datetime.strptime(t, fmt)
+        except ValueError:
+            continue
+        if len(t) != n:
+            continue
+        return t + "~" if end else t
+    raise QueryError(f"invalid date {text!r}; use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS")
+
+
+class SearchEngine:
+    """Runs searches against the active store; the encoder is only loaded for text/images."""
+
+    def __init__(
+        self,
+        get_store: Callable[[], IndexStore],
+        get_encoder: Callable[[], Encoder],
+        tag_ids: Callable[[list[str]], np.ndarray] | None = None,
+    ):
+        self._get_store = get_store
+        self._get_encoder = get_encoder
+        # ids of images carrying every given tag (the Library's: the vocabulary's top_n applied)
+        self._tag_ids = tag_ids
+        self._checked: tuple[int, str] | None = None
+        self._sample_key: tuple | None = None
+        self._sample = np.zeros((0, 1), np.float32)
+
+    def _library_sample(self, store: IndexStore) -> np.ndarray:
+        """Random library vectors (cached per index generation) for the adaptive cutoff."""
+        state = store.vector_state()
+        key = (id(store), state.generation, state.count)
+        if self._sample_key != key:
+            self._sample = store.sample_vectors(_LIBRARY_SAMPLE)
+            self._sample_key = key
+        return self._sample
+
+    def _encoder(self, store: IndexStore) -> Encoder:
+        enc = self._get_encoder()
+        key = (id(store), enc.identity.checkpoint_sha256)
+        if self._checked != key:
+            store.check_model(enc.identity)
+            self._checked = key
+        return enc
+
+    def _image_vector(self, store: IndexStore, image: str | os.PathLike | bytes) -> np.ndarray:
+        try:
+            data = bytes(image) if isinstance(image, (bytes, bytearray)) else read_file(image)
+            dec = decode(data, max_pixels=10**9)
+        except BadImage as exc:
+            raise QueryError(f"cannot use query image: {exc}") from None
+        enc = self._encoder(store)
+        return enc.encode_images([enc.preprocess(dec.image)])[0]
+
+    def _id_vector(self, store: IndexStore, image_id: int) -> np.ndarray:
+        ids, vecs = store.vectors([int(image_id)])
+        if len(ids) == 0:
+            raise QueryError(f"image id {image_id} is not in the index (or has no vector)")
+        return vecs[0]
+
+    def term_vector(self, store: IndexStore, term) -> np.ndarray:
+        """The unit vector of one parsed query term."""
+        kind, value = term.kind, term.value
+        if kind == "text":
+            return self._encoder(store).encode_texts([value])[0]
+        if kind == "id" or isinstance(value, int):
+            return self._id_vector(store, int(value))
+        if isinstance(value, str) and value.startswith("id:") and value[3:].isdigit():
+            return self._id_vector(store, int(value[3:]))
+        return self._image_vector(store, value)
+
+    def query_vector(
+        self,
+        store: IndexStore,
+        query: str | None,
+        image: str | os.PathLike | bytes | int | None,
+        terms: list[query_mod.QueryTerm] | None = None,
+    ) -> tuple[np.ndarray, list[dict]]:
+        """Combine the query's terms (and the example image) into one unit vector."""
+        vectors, weights, described = [], [], []
+        terms = list(terms or [])
+        if query is not None and query.strip():
+            try:
+                terms += query_mod.parse_query(query)
+            except ValueError as exc:
+                raise QueryError(str(exc)) from None
+        if terms:
+            for t in terms:
+                vectors.append(self.term_vector(store, t))
+                weights.append(float(t.weight))
+                described.append({"kind": t.kind, "value": str(t.value), "weight": t.weight})
+        if image is not None:
+            if isinstance(image, int):
+                vectors.append(self._id_vector(store, image))
+            else:
+                vectors.append(self._image_vector(store, image))
+            weights.append(1.0)
+            described.append({"kind": "image", "value": _describe(image), "weight": 1.0})
+        if not vectors:
+            raise QueryError("empty query: give text, an image, or both")
+        try:
+            vec = ranking.combine(np.stack(vectors), np.asarray(weights, dtype=np.float32))
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
+        return np.asarray(vec, dtype=np.float32).reshape(-1), described
+
+    def search(
+        self,
+        query: str | None = None,
+        image: str | os.PathLike | bytes | int | None = None,
+        k: int = 20,
+        threshold: float | None = None,
+        adaptive: bool = False,
+        folder: str | os.PathLike | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        vector: np.ndarray | None = None,
+        terms: list[query_mod.QueryTerm] | None = None,
+        tags: list[str] | tuple[str, ...] | None = None,
+    ) -> SearchResults:
+        """Top-``k`` images for a query; ``threshold`` drops low scores, ``adaptive`` cuts
+        where the scores stop standing out from the library's; filters restrict candidates.
+
+        The query is ``query`` (text in :mod:`indexer.search.parse` syntax) plus ``terms`` (already
+        parsed, e.g. from ``parse.merge_terms`` for a UI's "without" box) plus ``image`` (path,
+        bytes or indexed id, weight 1); or a raw unit ``vector``. ``folder`` keeps images under
+        that folder; ``since``/``until`` keep images whose EXIF capture time is in the range;
+        ``tags`` keeps images carrying every one of those tags.
+        """
+        if k < 1:
+            raise QueryError("k must be at least 1")
+        store = self._get_store()
+        store.refresh()
+        lo, hi = parse_date(since, False), parse_date(until, True)
+        if vector is not None:
+            qvec, described = np.asarray(vector, dtype=np.float32).reshape(-1), []
+        else:
+            qvec, described = self.query_vector(store, query, image, terms)
+        state = store.vector_state()
+        if state.count == 0:
+            return SearchResults([], 0, "top_k", described)
+        allowed = None
+        if folder is not None or lo or hi:
+            allowed = store.filter_ids(os.fspath(folder) if folder else None, lo, hi)
+            if allowed.size == 0:
+                return SearchResults([], 0, "top_k", described)
+        if tags:
+            tagged = self._tagged_ids(store, list(tags))
+            allowed = tagged if allowed is None else np.intersect1d(allowed, tagged)
+            if allowed.size == 0:
+                return SearchResults([], 0, "top_k", described)
+        candidates = state.count if allowed is None else int(allowed.size)
+        scores, ids = store.search_vectors(qvec, k + _EXTRA, allowed_ids=allowed)
+        keep = ids >= 0
+        scores, ids = scores[keep], ids[keep]
+        records = store.records(ids.tolist())
+        present = np.fromiter((i in records for i in ids.tolist()), dtype=bool, count=len(ids))
+        scores, ids = scores[present][:k], ids[present][:k]
+        cutoff = "top_k"
+        if threshold is not None:
+            scores, ids = ranking.apply_threshold(scores, ids, threshold)
+            cutoff = "threshold"
+        if adaptive and len(scores):
+            lib_scores = self._library_sample(store) @ qvec
+            n = int(ranking.adaptive_cutoff(scores, library_scores=lib_scores))
+            scores, ids = scores[:n], ids[:n]
+            cutoff = "adaptive"
+        hits = [
+            SearchHit(int(i), float(s), records[int(i)]) for s, i in zip(scores, ids, strict=True)
+        ]
+        return SearchResults(hits, candidates, cutoff, described)
+
+    def _tagged_ids(self, store: IndexStore, tags: list[str]) -> np.ndarray:
+        if self._tag_ids is not None:
+            return np.asarray(self._tag_ids(tags), dtype=np.int64)
+        return store.ids_with_tags(tags, TagView())  # uncapped
+
+
+def _describe(image: object) -> str:
+    if isinstance(image, (bytes, bytearray)):
+        return f"<{len(image)} bytes>"
+    return f"id:{image}" if isinstance(image, int) else os.fspath(image)  # type: ignore[arg-type]
+
+
+__all__ = ["ModelMismatchError", "QueryError", "SearchEngine", "SearchHit", "SearchResults"]

@@ -1,0 +1,42 @@
+"""Storage: the :class:`IndexStore` interface (``base``) and its SQLite + FAISS backend.
+
+Job packages (ingest, search, tags, watch) and the UI see only what is exported here; the
+backend's SQLAlchemy engine, schema and vector file stay inside ``indexer.store.sqlite`` and
+``indexer.store.vectors``. May import: ``indexer.types``, ``indexer.config`` and third-party
+libraries; never the job packages above it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from indexer.store.base import IndexStore, TagList, TagWriter
+from indexer.store.errors import (
+    IndexBusyError,
+    IndexMissingError,
+    ModelMismatchError,
+    SchemaError,
+    StoreError,
+    StoreUnavailableError,
+)
+from indexer.store.records import STATUS_ERROR, STATUS_OK, Changes, Record, TagView, VectorState
+
+__all__ = [
+    "STATUS_ERROR", "STATUS_OK", "Changes", "IndexBusyError", "IndexMissingError", "IndexStore",
+    "ModelMismatchError", "Record", "SchemaError", "StoreError", "StoreUnavailableError",
+    "TagList", "TagView", "TagWriter", "VectorState", "open_store", "set_search_threads",
+]  # fmt: skip
+
+
+def set_search_threads(n: int) -> None:
+    """Threads the vector search may use in this process (FAISS's OpenMP team)."""
+    from indexer.store.vectors.index import set_threads
+
+    set_threads(n)
+
+
+def open_store(path: Path, writer: bool = False, kind: str = "auto") -> IndexStore:
+    """Open the index version in ``path`` (writers create it; ``kind``: the vector index's)."""
+    from indexer.store.sqlite import SqliteStore
+
+    return SqliteStore(path, writer=writer, kind=kind)

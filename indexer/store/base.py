@@ -1,0 +1,252 @@
+"""The store interface: everything ingest, search, tags, watch and the UI need from storage.
+
+An :class:`IndexStore` holds one index version: image records, one L2-normalised float32
+vector per successfully encoded image, tags scored on those vectors, and metadata (the model,
+the generation). Backends implement the abstract primitives; the helpers below them are derived
+once here. :class:`indexer.store.sqlite.SqliteStore` is SQLite + a FAISS file; a PostgreSQL +
+pgvector backend would be one more subclass (vectors searched in the database, no FAISS file).
+
+Contract (every backend):
+
+* **Generations.** Every committed change of vectors (:meth:`apply`) gets the next
+  *generation*; each written vector carries it, and each removed vector leaves a *tombstone*
+  with it. Readers call :meth:`refresh` before a query to see a running writer's progress up
+  to the latest generation. A crash at any moment loses no committed change and leaves no
+  orphan vector.
+* **Tags.** Tag rows hold every tag that passed its threshold, uncapped; they go with their
+  image's vector (replacing or removing a vector deletes its tags in the same transaction).
+  The *tagged generation* is the generation up to which vectors have been tagged; vectors
+  written since are *pending* (see :mod:`indexer.tags.sync`).
+* **Writers.** At most one writer per index (``writer=True``; the caller holds the writer lock);
+  any number of readers, in other processes too, see only committed generations.
+* **Threads.** Reads may come from several threads (each opens its own connection; searching
+  an unchanging vector index is thread-safe); :meth:`refresh`, writes and :meth:`close` are
+  serialised by the caller (the Library's lock). Returned records and arrays are the caller's
+  own: changing them changes nothing stored.
+* **Errors.** Driver errors never leak: a database that cannot be read or written raises
+  :class:`~indexer.store.errors.StoreUnavailableError` (a :class:`StoreError`); a schema this
+  program cannot use raises :class:`SchemaError`; opening a reader where there is no index
+  raises :class:`IndexMissingError`; :meth:`check_model` raises :class:`ModelMismatchError`.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+
+import numpy as np
+
+from indexer.store.errors import ModelMismatchError
+from indexer.store.records import Changes, Record, TagView, VectorState
+from indexer.types import ModelIdentity
+
+TagList = list[tuple[str, float]]
+
+
+class TagWriter(abc.ABC):
+    """The tag primitives of one write transaction (:meth:`IndexStore.tag_transaction`)."""
+
+    @abc.abstractmethod
+    def generation(self) -> int:
+        """The store's current generation."""
+
+    @abc.abstractmethod
+    def tagged_generation(self) -> int:
+        """The generation up to which vectors have been tagged (0: none)."""
+
+    @abc.abstractmethod
+    def set_tagged_generation(self, gen: int) -> None: ...
+
+    @abc.abstractmethod
+    def fingerprints(self) -> dict[str, str]:
+        """{tag: fingerprint of the definition its rows were scored with}."""
+
+    @abc.abstractmethod
+    def set_fingerprints(self, fingerprints: dict[str, str]) -> None: ...
+
+    @abc.abstractmethod
+    def drop_fingerprints(self, tags: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
+    def delete_tags(self, tags: Sequence[str]) -> None:
+        """Delete every row of these tags."""
+
+    @abc.abstractmethod
+    def delete_image_tags(self, ids: Sequence[int]) -> None:
+        """Delete every tag row of these images."""
+
+    @abc.abstractmethod
+    def insert_tags(self, ids: np.ndarray, assigned: Sequence[TagList]) -> int:
+        """Insert ``assigned[i]`` as the rows of image ``ids[i]``; returns the rows written."""
+
+    @abc.abstractmethod
+    def vector_chunks(
+        self, lo: int | None = None, hi: int | None = None, size: int = 4096
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, (n, D) float32) of the vectors with ``lo < gen <= hi``, by id, in pages that
+        leave no cursor open while the caller writes."""
+
+
+class IndexStore(abc.ABC):
+    """One index version (see the module docstring for the contract)."""
+
+    writer: bool
+
+    # ----------------------------------------------------------------- metadata / model
+    @abc.abstractmethod
+    def meta(self) -> dict[str, str]:
+        """All metadata (model name, checkpoint sha256, embed_dim, generation, ...)."""
+
+    @abc.abstractmethod
+    def generation(self) -> int:
+        """The latest committed generation."""
+
+    @abc.abstractmethod
+    def bind_model(self, identity: ModelIdentity) -> None:
+        """Record ``identity`` as this index's model (checked first; writers only)."""
+
+    def dim(self) -> int | None:
+        """The vectors' dimension (None before the first model is bound)."""
+        value = self.meta().get("embed_dim")
+        return int(value) if value else None
+
+    def model_identity(self) -> ModelIdentity | None:
+        """The model the index was built with (None: none yet)."""
+        m = self.meta()
+        if "checkpoint_sha256" not in m:
+            return None
+        return ModelIdentity(
+            m["model_name"], m["checkpoint_sha256"], int(m["embed_dim"]), m.get("preprocess", "")
+        )
+
+    def check_model(self, identity: ModelIdentity) -> None:
+        """Raise :class:`ModelMismatchError` unless ``identity`` is this index's model."""
+        mine = self.model_identity()
+        if mine is not None and mine.checkpoint_sha256 != identity.checkpoint_sha256:
+            raise ModelMismatchError(
+                f"the index was built with model {mine.short()}, but the config selects "
+                f"{identity.short()}; run `clipsearch reindex` to rebuild it with the new model"
+            )
+
+    # ----------------------------------------------------------------- writing
+    @abc.abstractmethod
+    def apply(self, changes: Changes) -> dict[bytes, int]:
+        """Apply ``changes`` in one transaction with a new generation; returns the ids of the
+        upserted rows by path (bytes). Writers only."""
+
+    @abc.abstractmethod
+    def refresh(self) -> bool:
+        """Bring what :meth:`search_vectors` sees up to the latest generation; True if changed."""
+
+    @abc.abstractmethod
+    def save(self, force: bool = False, interval: float | None = None) -> bool:
+        """Persist derived state (a writer's vector index file) if dirty and ``interval`` has
+        passed; True if saved. A no-op for backends without derived state."""
+
+    def maintain(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Reorganise derived state after an indexing run (e.g. a better vector index kind)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # ----------------------------------------------------------------- records
+    @abc.abstractmethod
+    def records(self, ids: Sequence[int]) -> dict[int, Record]:
+        """Image records by id (missing ids are left out)."""
+
+    @abc.abstractmethod
+    def record_by_path(self, path: str | os.PathLike) -> Record | None: ...
+
+    @abc.abstractmethod
+    def rows_for_scan(self) -> list[tuple]:
+        """(id, path bytes, size, mtime_ns, status, content_hash) of every image row."""
+
+    @abc.abstractmethod
+    def hashes_with_vectors(self) -> dict[str, list[int]]:
+        """content hash -> ids of rows that have a vector (for move/duplicate detection)."""
+
+    @abc.abstractmethod
+    def content_hashes(self) -> set[str]:
+        """Content hashes of all image rows."""
+
+    @abc.abstractmethod
+    def filter_ids(
+        self, folder: str | None = None, since: str | None = None, until: str | None = None
+    ) -> np.ndarray:
+        """Ids of indexed images under ``folder`` and captured within [since, until]."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """{"images", "ok", "errors", "vectors"}."""
+
+    @abc.abstractmethod
+    def errors(self, limit: int | None = None) -> list[Record]:
+        """Records of the files that could not be indexed, by path."""
+
+    @abc.abstractmethod
+    def roots(self) -> dict[str, int]:
+        """Indexed image count per root."""
+
+    # ----------------------------------------------------------------- vectors
+    @abc.abstractmethod
+    def vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, their vectors (n, d)), in the order of ``ids``."""
+
+    @abc.abstractmethod
+    def iter_vectors(self, size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored vector as (ids, (n, d) float32) pages, by id."""
+
+    @abc.abstractmethod
+    def vector_state(self) -> VectorState:
+        """What :meth:`search_vectors` searches (after the last :meth:`refresh`)."""
+
+    @abc.abstractmethod
+    def search_vectors(
+        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids), best first, by cosine with the unit vector ``query``,
+        among ``allowed_ids`` when given; padded with (-inf, -1) when fewer exist."""
+
+    @abc.abstractmethod
+    def sample_vectors(self, n: int) -> np.ndarray:
+        """Up to ``n`` searchable vectors chosen at random (deterministic per state)."""
+
+    # ----------------------------------------------------------------- tags
+    @abc.abstractmethod
+    def tag_transaction(self) -> AbstractContextManager[TagWriter]:
+        """One write transaction over the tags (committed when the block exits cleanly)."""
+
+    @abc.abstractmethod
+    def tag_fingerprints(self) -> dict[str, str]:
+        """{tag: fingerprint} the stored rows were scored with."""
+
+    @abc.abstractmethod
+    def tag_progress(self) -> tuple[int, int]:
+        """(vectors already tagged, vectors pending)."""
+
+    @abc.abstractmethod
+    def image_tags(self, image_id: int) -> TagList:
+        """The stored (uncapped) tags of one image."""
+
+    @abc.abstractmethod
+    def tag_counts(self, view: TagView) -> dict[str, int]:
+        """{tag: images carrying it} under ``view``, most frequent first (then by name)."""
+
+    @abc.abstractmethod
+    def ids_with_tags(self, tags: Sequence[str], view: TagView) -> np.ndarray:
+        """Ids (ascending) of images carrying every tag in ``tags`` under ``view``."""
+
+    @abc.abstractmethod
+    def all_image_tags(self, view: TagView) -> dict[int, TagList]:
+        """{image_id: [(tag, score)] best first} of every tagged image under ``view``."""
+
+    def last_modified(self) -> float | None:
+        """When the stored data last changed (epoch seconds; None if the backend cannot tell)."""
+        return None
+
+    # ----------------------------------------------------------------- derived helpers
+    def get_record(self, image_id: int) -> Record | None:
+        """The record of one image (None if unknown)."""
+        return self.records([image_id]).get(image_id)

@@ -1,0 +1,78 @@
+"""Value types that cross the store boundary: image records, change batches, tag views."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+
+@dataclass
+class Record:
+    """One image row as the rest of the program sees it (``path`` is a ``str``)."""
+
+    id: int
+    path: str
+    root: str
+    size: int | None
+    mtime_ns: int | None
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    taken_at: str | None
+    camera: str | None
+    status: str
+    error: str | None
+    indexed_at: float
+
+    @classmethod
+    def from_row(cls, row) -> Record:  # noqa: ANN001 - a row with the images table's columns
+        return cls(
+            row.id, os.fsdecode(row.path), os.fsdecode(row.root), row.size, row.mtime_ns,
+            row.content_hash, row.width, row.height, row.taken_at, row.camera, row.status,
+            row.error, row.indexed_at,
+        )  # fmt: skip
+
+
+@dataclass
+class Changes:
+    """A batch of changes applied in one transaction by :meth:`IndexStore.apply`.
+
+    ``upserts``: image rows (dicts of ImageRow columns; ``id`` present = update that row) with
+    an optional ``vector`` (np.ndarray) or ``copy_from`` (id whose vector to copy); rows without
+    either become vector-less (errors). ``moves``/``touches``: dicts with ``id`` and the columns
+    to update, vectors untouched. ``deletes``: ids of rows to remove with their vectors.
+    """
+
+    upserts: list[dict]
+    moves: list[dict]
+    touches: list[dict]
+    deletes: list[int]
+
+    @classmethod
+    def empty(cls) -> Changes:
+        return cls([], [], [], [])
+
+    def __len__(self) -> int:
+        return len(self.upserts) + len(self.moves) + len(self.touches) + len(self.deletes)
+
+
+@dataclass(frozen=True)
+class VectorState:
+    """What the searchable vector index holds: its kind, size and the generation it reflects."""
+
+    kind: str | None
+    count: int
+    generation: int
+
+
+@dataclass(frozen=True)
+class TagView:
+    """How stored (uncapped) tag rows are read: at most ``top_n`` standalone tags per image
+    (None: all), best first; tags named in ``exclusive`` (exclusive groups' winners) are
+    always kept on top of those."""
+
+    top_n: int | None = None
+    exclusive: tuple[str, ...] = ()

@@ -1,0 +1,171 @@
+"""Read-only queries over the SQLite database, shared by readers and writers.
+
+:class:`StoreQueries` is one part of :class:`indexer.store.sqlite.SqliteStore`; it needs
+``engine`` (an SQLAlchemy engine) and ``dim()`` from the store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+from sqlalchemy import Connection, Engine, func, select
+
+from indexer.store.records import STATUS_ERROR, STATUS_OK, Record
+from indexer.store.sqlite.schema import ImageRow, VectorRow, translated_errors
+
+CHUNK = 500  # SQLite host parameters per IN (...) query
+_IMAGES = ImageRow.__table__
+
+
+def chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
+    """``seq`` in slices of at most ``n`` items."""
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def decode_rows(rows: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, (n, D) float32) of ``(image_id, vector blob)`` rows."""
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+    return ids, vecs.astype(np.float32)
+
+
+def vector_pages(
+    conn: Connection, lo: int | None = None, hi: int | None = None, size: int = 4096
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, (n, D) float32) of stored vectors with ``lo < gen <= hi``, by id (keyset pages,
+    so no cursor stays open while the caller writes)."""
+    last = -1
+    while True:
+        q = select(VectorRow.image_id, VectorRow.vector).where(VectorRow.image_id > last)
+        if lo is not None:
+            q = q.where(VectorRow.gen > lo)
+        if hi is not None:
+            q = q.where(VectorRow.gen <= hi)
+        rows = conn.execute(q.order_by(VectorRow.image_id).limit(size)).all()
+        if not rows:
+            return
+        ids, vecs = decode_rows(rows)
+        yield ids, vecs
+        last = int(ids[-1])
+
+
+class StoreQueries:
+    """Lookups by id, path and filters; counts and error listings."""
+
+    engine: Engine
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        with translated_errors(), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        with translated_errors(), self.engine.begin() as conn:
+            yield conn
+
+    def iter_vectors(self, size: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored vector as (ids, (n, d) float32) pages, by id."""
+        with self._connect() as conn:
+            yield from vector_pages(conn, size=size)
+
+    def vectors(
+        self, ids: Sequence[int], conn: Connection | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, their vectors (n, d)) from SQLite, in the order of ``ids``."""
+        if conn is None:
+            with self._connect() as c:
+                return self.vectors(ids, c)
+        found: dict[int, bytes] = {}
+        for part in chunks(list(ids)):
+            q = select(VectorRow.image_id, VectorRow.vector).where(VectorRow.image_id.in_(part))
+            found.update((r[0], r[1]) for r in conn.execute(q))
+        rows = [(i, found[i]) for i in ids if i in found]
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim() or 0), np.float32)
+        return decode_rows(rows)
+
+    def records(self, ids: Sequence[int]) -> dict[int, Record]:
+        """Image records by id (missing ids are left out)."""
+        out: dict[int, Record] = {}
+        with self._connect() as conn:
+            for part in chunks(list(ids)):
+                for row in conn.execute(select(_IMAGES).where(ImageRow.id.in_(part))):
+                    out[row.id] = Record.from_row(row)
+        return out
+
+    def record_by_path(self, path: str | os.PathLike) -> Record | None:
+        key = os.fsencode(os.path.abspath(path))
+        with self._connect() as conn:
+            row = conn.execute(select(_IMAGES).where(ImageRow.path == key)).first()
+            return Record.from_row(row) if row is not None else None
+
+    def rows_for_scan(self) -> list[tuple]:
+        """(id, path bytes, size, mtime_ns, status, content_hash) of every image row."""
+        cols = (ImageRow.id, ImageRow.path, ImageRow.size, ImageRow.mtime_ns, ImageRow.status,
+                ImageRow.content_hash)  # fmt: skip
+        with self._connect() as conn:
+            return [tuple(r) for r in conn.execute(select(*cols))]
+
+    def hashes_with_vectors(self) -> dict[str, list[int]]:
+        """content hash -> ids of rows that have a vector (for move/duplicate detection)."""
+        out: dict[str, list[int]] = {}
+        q = select(ImageRow.content_hash, ImageRow.id).join(
+            VectorRow, VectorRow.image_id == ImageRow.id
+        )
+        with self._connect() as conn:
+            for h, i in conn.execute(q):
+                if h:
+                    out.setdefault(h, []).append(i)
+        return out
+
+    def content_hashes(self) -> set[str]:
+        """Content hashes of all image rows."""
+        q = select(ImageRow.content_hash).where(ImageRow.content_hash.is_not(None)).distinct()
+        with self._connect() as conn:
+            return set(conn.execute(q).scalars())
+
+    def filter_ids(
+        self, folder: str | None = None, since: str | None = None, until: str | None = None
+    ) -> np.ndarray:
+        """Ids of indexed images under ``folder`` and captured within [since, until]."""
+        q = select(ImageRow.id).where(ImageRow.status == STATUS_OK)
+        if folder:
+            prefix = os.fsencode(os.path.abspath(folder).rstrip(os.sep) + os.sep)
+            q = q.where(func.substr(ImageRow.path, 1, len(prefix)) == prefix)
+        if since:
+            q = q.where(ImageRow.taken_at >= since)
+        if until:
+            q = q.where(ImageRow.taken_at <= until)
+        with self._connect() as conn:
+            return np.asarray(conn.execute(q).scalars().all(), dtype=np.int64)
+
+    def counts(self) -> dict[str, int]:
+        with self._connect() as conn:
+            by_status = dict(
+                conn.execute(select(ImageRow.status, func.count()).group_by(ImageRow.status)).all()
+            )
+            vectors = conn.execute(select(func.count(VectorRow.image_id))).scalar() or 0
+        return {
+            "images": sum(by_status.values()),
+            "ok": by_status.get(STATUS_OK, 0),
+            "errors": by_status.get(STATUS_ERROR, 0),
+            "vectors": int(vectors),
+        }
+
+    def errors(self, limit: int | None = None) -> list[Record]:
+        q = select(_IMAGES).where(ImageRow.status == STATUS_ERROR).order_by(ImageRow.path)
+        if limit is not None:
+            q = q.limit(limit)
+        with self._connect() as conn:
+            return [Record.from_row(r) for r in conn.execute(q)]
+
+    def roots(self) -> dict[str, int]:
+        """Indexed image count per root."""
+        q = select(ImageRow.root, func.count()).where(ImageRow.status == STATUS_OK)
+        with self._connect() as conn:
+            return {os.fsdecode(r): n for r, n in conn.execute(q.group_by(ImageRow.root))}

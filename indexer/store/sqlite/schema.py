@@ -1,0 +1,218 @@
+"""SQLite schema (SQLAlchemy 2.x), schema versioning and migrations.
+
+SQLite is the source of truth: every image has a row in ``images``; every successfully encoded
+image has its L2-normalised float32 vector in ``vectors`` (written in the same transaction),
+tagged with the ``gen`` (generation) of the commit that wrote it. Removed vectors leave a row in
+``tombstones``. The FAISS file is derived from these tables (see :mod:`indexer.store.sqlite.store`).
+
+Paths are stored as the file system's bytes (``os.fsencode``) so undecodable file names survive
+the round trip; ``os.fsdecode`` gives back the exact ``str`` Python uses for them.
+
+To change the schema: bump :data:`SCHEMA_VERSION` and add a function to :data:`MIGRATIONS`
+keyed by the new version that upgrades a database of the previous version in place.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import NullPool
+
+from indexer.store.errors import SchemaError, StoreError, StoreUnavailableError
+from indexer.store.records import STATUS_ERROR, STATUS_OK  # noqa: F401 - the status column
+
+SCHEMA_VERSION = 2
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaVersionRow(Base):
+    __tablename__ = "schema_version"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class MetaRow(Base):
+    """Index metadata as key/value strings (model, checkpoint sha256, dim, generation, ...)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class ImageRow(Base):
+    """One file under a library root, indexed (status ok) or recorded as bad (status error)."""
+
+    __tablename__ = "images"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    path: Mapped[bytes] = mapped_column(LargeBinary, unique=True, nullable=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    size: Mapped[int | None] = mapped_column(Integer)
+    mtime_ns: Mapped[int | None] = mapped_column(Integer)
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    taken_at: Mapped[str | None] = mapped_column(String(19), index=True)  # "YYYY-MM-DDTHH:MM:SS"
+    camera: Mapped[str | None] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String(8), nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    indexed_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class VectorRow(Base):
+    __tablename__ = "vectors"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gen: Mapped[int] = mapped_column(Integer, nullable=False)
+    vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class TombstoneRow(Base):
+    __tablename__ = "tombstones"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gen: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class TagRow(Base):
+    """One tag of one image (schema 2): every tag that passes its threshold, uncapped (the
+    vocabulary's ``top_n`` is applied when reading). Rows go with the image's vector."""
+
+    __tablename__ = "tags"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tag: Mapped[str] = mapped_column(String, primary_key=True)
+    score: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class TagDefRow(Base):
+    """The fingerprint of each tag's definition the ``tags`` rows were scored with."""
+
+    __tablename__ = "tag_defs"
+    tag: Mapped[str] = mapped_column(String, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+Index("ix_vectors_gen", VectorRow.gen)
+Index("ix_tombstones_gen", TombstoneRow.gen)
+Index("ix_images_status", ImageRow.status)
+Index("ix_tags_tag", TagRow.tag)
+
+_TAG_TABLES = (TagRow.__tablename__, TagDefRow.__tablename__)
+
+
+def _v1(conn: Connection) -> None:
+    Base.metadata.create_all(
+        conn, tables=[t for t in Base.metadata.sorted_tables if t.name not in _TAG_TABLES]
+    )
+
+
+def _v2(conn: Connection) -> None:
+    """Schema 2: the ``tags`` and ``tag_defs`` tables (and the index on ``tags.tag``)."""
+    Base.metadata.create_all(
+        conn, tables=[t for t in Base.metadata.sorted_tables if t.name in _TAG_TABLES]
+    )
+
+
+# version -> function upgrading a database at version-1 to version (1 creates from scratch).
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
+
+
+def make_engine(path: Path, writer: bool) -> Engine:
+    """An engine on the SQLite file with WAL, a busy timeout and foreign keys configured."""
+    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: sqlite3.Connection, _record) -> None:  # noqa: ANN001
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")
+        if writer:
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    return engine
+
+
+def schema_version(conn: Connection) -> int:
+    """The schema version of the database (0: empty database)."""
+    if not inspect(conn).has_table(SchemaVersionRow.__tablename__):
+        return 0
+    version = conn.execute(select(SchemaVersionRow.version)).scalar()
+    return int(version or 0)
+
+
+def ensure_schema(engine: Engine, writer: bool) -> None:
+    """Create or migrate the schema (writer), or check it is usable (reader)."""
+    with engine.begin() as conn:
+        version = schema_version(conn)
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the index was written by a newer clipsearch (schema {version} > "
+                f"{SCHEMA_VERSION}); upgrade clipsearch"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        if not writer:
+            raise SchemaError(
+                f"the index uses schema {version}; run `clipsearch index` to migrate it to "
+                f"{SCHEMA_VERSION}"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[target](conn)
+        conn.execute(text("DELETE FROM schema_version"))
+        conn.execute(SchemaVersionRow.__table__.insert().values(id=1, version=SCHEMA_VERSION))
+
+
+def get_meta(conn: Connection) -> dict[str, str]:
+    """All metadata as a dict."""
+    return {k: v for k, v in conn.execute(select(MetaRow.key, MetaRow.value))}
+
+
+def set_meta(conn: Connection, **values: object) -> None:
+    """Upsert metadata keys (values stored as strings)."""
+    for key, value in values.items():
+        conn.execute(
+            text(
+                "INSERT INTO meta(key, value) VALUES (:k, :v) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+            ),
+            {"k": key, "v": str(value)},
+        )
+
+
+def get_generation(conn: Connection) -> int:
+    """The current generation (incremented by every commit that changes vectors)."""
+    value = conn.execute(select(MetaRow.value).where(MetaRow.key == "generation")).scalar()
+    return int(value) if value is not None else 0
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Raise the store's own errors for SQLAlchemy/sqlite3 ones (the store boundary)."""
+    try:
+        yield
+    except OperationalError as exc:  # locked, disk I/O, file gone
+        raise StoreUnavailableError(str(exc.orig) if exc.orig else str(exc)) from exc
+    except DBAPIError as exc:
+        raise StoreError(str(exc.orig) if exc.orig else str(exc)) from exc

@@ -1,0 +1,345 @@
+"""SqliteStore: one index version = a SQLite database (source of truth) + a derived FAISS file.
+
+Writers change SQLite in transactions that bump the *generation* and tag each written vector
+with it; deleted vectors leave tombstones. The FAISS file is saved atomically together with the
+generation it reflects. Anyone opening the store brings its in-memory FAISS index up to the
+SQLite generation by replaying newer vectors and tombstones (writers also verify the id sets and
+save the repaired file), so a crash at any moment loses nothing and leaves no orphans.
+Readers call :meth:`SqliteStore.refresh` before each query to see a running writer's progress.
+The contract is :class:`indexer.store.base.IndexStore`'s.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+
+from indexer.store.base import IndexStore
+from indexer.store.errors import IndexMissingError
+from indexer.store.records import Changes, VectorState
+from indexer.store.sqlite import schema as db
+from indexer.store.sqlite.queries import chunks, decode_rows
+from indexer.store.sqlite.schema import ImageRow, MetaRow, TagRow, TombstoneRow, VectorRow
+from indexer.store.sqlite.tags import SqliteTags
+from indexer.store.vectors.checks import normalize
+from indexer.store.vectors.index import VectorIndex, choose_kind
+from indexer.store.versions import file_signature
+from indexer.types import ModelIdentity
+
+DB_NAME = "index.sqlite"
+FAISS_NAME = "vectors.faiss"
+_REPLAY_CHUNK = 20_000  # vectors read from SQLite at a time when replaying
+
+
+def _blob(vec: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vec, dtype="<f4").tobytes()
+
+
+def _pruned(conn: Connection) -> int:
+    """Generation up to which tombstones have been deleted."""
+    value = conn.execute(select(MetaRow.value).where(MetaRow.key == "tombstones_pruned")).scalar()
+    return int(value) if value is not None else 0
+
+
+class SqliteStore(SqliteTags, IndexStore):
+    """SQLite + FAISS for one index version directory; ``writer`` stores must hold the lock."""
+
+    def __init__(self, path: Path, writer: bool = False, kind: str = "auto"):
+        self.path = Path(path)
+        self.writer = writer
+        self.kind = kind
+        self.db_path = self.path / DB_NAME
+        self.faiss_path = self.path / FAISS_NAME
+        if writer:
+            self.path.mkdir(parents=True, exist_ok=True)
+        elif not self.db_path.exists():
+            raise IndexMissingError(f"no index in {self.path}; run `clipsearch index` first")
+        self.engine = db.make_engine(self.db_path, writer)
+        with db.translated_errors():
+            db.ensure_schema(self.engine, writer)
+        self.index: VectorIndex | None = None
+        self.index_gen = 0
+        self._faiss_sig: tuple | None = None
+        self._file_gen = 0  # generation of the FAISS file last loaded
+        self._last_save = time.monotonic()
+        self._dirty = False
+        if writer:
+            for tmp in self.path.glob(f".{FAISS_NAME}.*.tmp"):  # left by a crash mid-save
+                tmp.unlink(missing_ok=True)
+            self.repair()
+
+    # ----------------------------------------------------------------- metadata / model
+    def meta(self) -> dict[str, str]:
+        with self._connect() as conn:
+            return db.get_meta(conn)
+
+    def generation(self) -> int:
+        with self._connect() as conn:
+            return db.get_generation(conn)
+
+    def bind_model(self, identity: ModelIdentity) -> None:
+        self.check_model(identity)
+        with self._begin() as conn:
+            if "checkpoint_sha256" not in db.get_meta(conn):
+                db.set_meta(
+                    conn,
+                    model_name=identity.name,
+                    checkpoint_sha256=identity.checkpoint_sha256,
+                    embed_dim=identity.embed_dim,
+                    preprocess=identity.preprocess,
+                    created_at=time.time(),
+                )
+
+    # ----------------------------------------------------------------- FAISS sync
+    def _faiss_signature(self) -> tuple | None:
+        return file_signature(self.faiss_path)
+
+    def _load_faiss(self) -> None:
+        """Load the FAISS file (or start empty when absent/corrupt)."""
+        dim = self.dim()
+        self._faiss_sig = self._faiss_signature()
+        self.index, self.index_gen = None, 0
+        if self._faiss_sig is not None:
+            try:
+                self.index, self.index_gen = VectorIndex.load(self.faiss_path)
+            except (ValueError, OSError, RuntimeError):
+                self.index, self.index_gen = None, 0
+        if self.index is not None and dim is not None and self.index.dim != dim:
+            self.index, self.index_gen = None, 0
+        if self.index is None and dim is not None:
+            self.index = VectorIndex.create(dim, "flat")
+        self._file_gen = self.index_gen
+
+    def _replay(self, conn: Connection, upto: int) -> bool:
+        """Apply vectors and tombstones with generation in (index_gen, upto]; True if any."""
+        lo = self.index_gen
+        gone = conn.execute(
+            select(TombstoneRow.image_id).where(TombstoneRow.gen > lo, TombstoneRow.gen <= upto)
+        ).scalars().all()  # fmt: skip
+        if gone:
+            self.index.remove(np.asarray(gone, dtype=np.int64))
+        q = select(VectorRow.image_id, VectorRow.vector).where(
+            VectorRow.gen > lo, VectorRow.gen <= upto
+        )
+        added = 0
+        for rows in conn.execute(q).yield_per(_REPLAY_CHUNK).partitions():  # bounded memory
+            ids, vecs = decode_rows(rows)
+            self.index.add(ids, vecs)
+            added += len(rows)
+        self.index_gen = upto
+        return bool(gone or added)
+
+    def refresh(self) -> bool:
+        """Bring the in-memory FAISS index up to the SQLite generation; True if it changed."""
+        with self._connect() as conn:
+            sql_gen = db.get_generation(conn)
+            # Replaying generations is enough unless the tombstones we would need were pruned
+            # (by a writer's start-up repair) or SQLite went back in time (restored backup):
+            # then reload the FAISS file once it has been saved past that point.
+            stale = self.index_gen > sql_gen or (
+                self._file_gen < _pruned(conn) and self._faiss_signature() != self._faiss_sig
+            )
+            if self.index is None or (stale and not self.writer):
+                self._load_faiss()
+                if self.index is None:
+                    return False
+                if self.index_gen > sql_gen:  # FAISS newer than SQLite (restored db): rebuild
+                    self.index, self.index_gen = VectorIndex.create(self.index.dim, "flat"), 0
+            elif self.index_gen == sql_gen:
+                return False
+            return self._replay(conn, sql_gen) or True
+
+    def repair(self) -> dict:
+        """Writer start-up: load, replay, verify id sets against SQLite, fix and save."""
+        self._load_faiss()
+        report = {"added": 0, "removed": 0, "rebuilt": False}
+        if self.index is None:
+            return report
+        with self._connect() as conn:
+            sql_gen = db.get_generation(conn)
+            if self.index_gen > sql_gen:
+                self.index, self.index_gen = VectorIndex.create(self.index.dim, "flat"), 0
+                report["rebuilt"] = True
+            changed = self._replay(conn, sql_gen)
+            sql_ids = np.asarray(
+                conn.execute(select(VectorRow.image_id).order_by(VectorRow.image_id))
+                .scalars()
+                .all(),
+                dtype=np.int64,
+            )
+            faiss_ids = self.index.ids()
+            missing = np.setdiff1d(sql_ids, faiss_ids, assume_unique=True)
+            extra = np.setdiff1d(faiss_ids, sql_ids, assume_unique=True)
+            if len(extra):
+                self.index.remove(extra)
+            if len(missing):
+                self.index.add(*self.vectors(missing.tolist(), conn=conn))
+            report.update(added=int(len(missing)), removed=int(len(extra)))
+            if changed or len(missing) or len(extra) or self._file_gen != sql_gen:
+                self._dirty = True
+            conn.execute(delete(TombstoneRow).where(TombstoneRow.gen <= sql_gen))
+            db.set_meta(conn, tombstones_pruned=sql_gen)
+            conn.commit()
+        self.maybe_rebuild_kind()
+        self.save(force=self._dirty)
+        return report
+
+    def maybe_rebuild_kind(self) -> bool:
+        """Rebuild FAISS from SQLite when the configured/automatic index kind has changed."""
+        if self.index is None:
+            return False
+        want = choose_kind(len(self.index), self.kind)
+        if want == self.index.kind:
+            return False
+        with self._connect() as conn:
+            rows = conn.execute(select(VectorRow.image_id, VectorRow.vector)).all()
+        ids, vecs = decode_rows(rows) if rows else (np.zeros(0, np.int64), None)
+        if vecs is None:
+            self.index = VectorIndex.create(self.index.dim, want)
+        else:
+            self.index = VectorIndex.build(ids, vecs, kind=want)
+        self._dirty = True
+        return True
+
+    def maintain(self) -> None:
+        self.maybe_rebuild_kind()
+
+    def save(self, force: bool = False, interval: float | None = None) -> bool:
+        """Save FAISS atomically with its generation (if dirty and ``interval`` has passed)."""
+        if not self.writer or self.index is None or not (self._dirty or force):
+            return False
+        if interval is not None and time.monotonic() - self._last_save < interval:
+            return False
+        self.index.save(self.faiss_path, self.index_gen)
+        self._faiss_sig = self._faiss_signature()
+        self._last_save = time.monotonic()
+        self._dirty = False
+        return True
+
+    # ----------------------------------------------------------------- writing
+    def apply(self, changes: Changes) -> dict[bytes, int]:
+        """Apply ``changes`` in one transaction (new generation), then update FAISS.
+
+        Returns the ids of the upserted rows by path (bytes).
+        """
+        assert self.writer, "apply() needs a writer store"
+        now = time.time()
+        ids_by_path: dict[bytes, int] = {}
+        added_ids: list[int] = []
+        added_vecs: list[np.ndarray] = []
+        removed: list[int] = []
+        pending: dict[int, np.ndarray] = {}  # new vectors, written together after the rows
+        # Statements built once and executed with each row's parameters: SQLAlchemy compiles
+        # them once per set of columns (a statement built per row cost ~1 ms a row).
+        images = ImageRow.__table__
+        add_row = insert(images)
+        set_row = update(images).where(images.c.id == bindparam("row_id"))
+        with self._begin() as conn:
+            gen = db.get_generation(conn) + 1
+            db.set_meta(conn, generation=gen)
+            for up in changes.upserts:
+                up = dict(up)
+                vec, copy_from = up.pop("vector", None), up.pop("copy_from", None)
+                up.setdefault("indexed_at", now)
+                row_id = up.pop("id", None)
+                if row_id is None:
+                    row_id = conn.execute(add_row, up).inserted_primary_key[0]
+                else:
+                    conn.execute(set_row, {**up, "row_id": row_id})
+                ids_by_path[up["path"]] = row_id
+                if copy_from is not None:
+                    vec = pending.get(copy_from)
+                    found = [vec] if vec is not None else self.vectors([copy_from], conn=conn)[1]
+                    if not len(found):
+                        raise RuntimeError(f"cannot copy the vector of image {copy_from}: none")
+                    vec = found[0]
+                if vec is not None:
+                    vec = normalize(np.asarray(vec, dtype=np.float32).reshape(1, -1))[0]
+                    pending[row_id] = vec
+                    added_ids.append(row_id)
+                    added_vecs.append(vec)
+                else:
+                    pending.pop(row_id, None)
+                    if self._drop_vectors(conn, [row_id], gen):
+                        removed.append(row_id)
+            self._put_vectors(conn, pending, gen)
+            for mv in changes.moves + changes.touches:
+                mv = dict(mv)
+                mv["row_id"] = mv.pop("id")
+                conn.execute(set_row, mv)
+            if changes.deletes:
+                for part in chunks(changes.deletes):
+                    removed += self._drop_vectors(conn, list(part), gen)
+                    conn.execute(delete(TagRow).where(TagRow.image_id.in_(part)))
+                    conn.execute(delete(ImageRow).where(ImageRow.id.in_(part)))
+            db.set_meta(
+                conn, vector_count=conn.execute(select(func.count(VectorRow.image_id))).scalar()
+            )
+        if self.index is None and added_vecs:
+            self.index = VectorIndex.create(len(added_vecs[0]), "flat")
+        if self.index is not None:
+            if removed:
+                self.index.remove(np.asarray(removed, dtype=np.int64))
+            if added_ids:
+                self.index.add(np.asarray(added_ids, dtype=np.int64), np.stack(added_vecs))
+            self.index_gen = gen
+            self._dirty = True
+        return ids_by_path
+
+    def _put_vectors(self, conn: Connection, vectors: dict[int, np.ndarray], gen: int) -> None:
+        """Store each image's new vector (replacing its old one, and the tags scored on it)."""
+        if not vectors:
+            return
+        for part in chunks(list(vectors)):
+            for table in (VectorRow, TagRow, TombstoneRow):
+                conn.execute(delete(table).where(table.image_id.in_(part)))
+        rows = [{"image_id": i, "gen": gen, "vector": _blob(v)} for i, v in vectors.items()]
+        conn.execute(insert(VectorRow), rows)
+
+    def _drop_vectors(self, conn: Connection, ids: list[int], gen: int) -> list[int]:
+        had = conn.execute(select(VectorRow.image_id).where(VectorRow.image_id.in_(ids)))
+        had = had.scalars().all()
+        if had:
+            conn.execute(delete(VectorRow).where(VectorRow.image_id.in_(had)))
+            conn.execute(delete(TagRow).where(TagRow.image_id.in_(had)))  # tags go with vectors
+            conn.execute(delete(TombstoneRow).where(TombstoneRow.image_id.in_(had)))
+            conn.execute(insert(TombstoneRow), [{"image_id": i, "gen": gen} for i in had])
+        return list(had)
+
+    def last_modified(self) -> float | None:
+        """The newest mtime of the SQLite file and its write-ahead log."""
+        times = []
+        for p in (self.db_path, self.db_path.with_name(self.db_path.name + "-wal")):
+            try:
+                times.append(os.stat(p).st_mtime)
+            except OSError:
+                pass
+        return max(times) if times else None
+
+    # ----------------------------------------------------------------- searching
+    def vector_state(self) -> VectorState:
+        if self.index is None:
+            return VectorState(None, 0, self.index_gen)
+        return VectorState(self.index.kind, len(self.index), self.index_gen)
+
+    def search_vectors(
+        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.index is None:
+            return np.full(k, -np.inf, np.float32), np.full(k, -1, np.int64)
+        scores, ids = self.index.search(query[None, :], k, allowed_ids=allowed_ids)
+        return scores[0], ids[0]
+
+    def sample_vectors(self, n: int) -> np.ndarray:
+        if self.index is None:
+            return np.zeros((0, self.dim() or 0), np.float32)
+        return self.index.sample(n)
+
+    def close(self) -> None:
+        if self.writer:
+            self.save()
+        self.engine.dispose()

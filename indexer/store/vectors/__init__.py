@@ -1,0 +1,1 @@
+"""The FAISS vector index of the SQLite backend (``index``) and its file format (``file``)."""

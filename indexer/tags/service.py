@@ -1,0 +1,152 @@
+"""TagService: the configured vocabulary applied to a library's store (what the Library exposes).
+
+Built from a store and an encoder (both as callables: the Library's active store changes when a
+reindex swaps versions, and its encoder is loaded only when text must actually be encoded).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from indexer.config import Config, ConfigError
+from indexer.embed.encoder import Encoder
+from indexer.store import IndexStore, TagView
+from indexer.tags import sync as tag_sync
+from indexer.tags import vocabulary as vocab_mod
+from indexer.tags.duplicates import DuplicateGroup, describe_groups, find_duplicate_groups
+from indexer.tags.embeddings import EmbeddingCache
+from indexer.tags.scoring import cap_top_n
+from indexer.tags.sync import Tagger, TagReport
+from indexer.tags.vocabulary import SAFETY_GROUP, TagList, Vocabulary, VocabularyError
+
+
+def load_vocabulary(cfg: Config) -> Vocabulary:
+    """The configured vocabulary (``tags.vocabulary``, ``tags.file`` or the built-in one)
+    with ``tags.top_n`` applied; errors are :class:`ConfigError`."""
+    t = cfg.tags
+    try:
+        if t.vocabulary is not None:
+            vocab = Vocabulary.from_dict(t.vocabulary)
+            if t.safety and SAFETY_GROUP in vocab.groups:
+                vocab = vocab.with_groups_enabled([SAFETY_GROUP])
+        else:
+            path = cfg.resolve(t.file) if t.file else None
+            vocab = vocab_mod.load_vocabulary(path, safety=t.safety)
+    except VocabularyError as exc:
+        where = "tags.vocabulary" if t.vocabulary is not None else "tags"
+        raise ConfigError(f"{where}: {exc}") from None
+    if t.top_n is not None:
+        vocab.top_n = t.top_n or None
+    return vocab
+
+
+def tag_view(vocab: Vocabulary) -> TagView:
+    """How the store reads rows for ``vocab``: its ``top_n``, exclusive groups' tags kept."""
+    exclusive = tuple(t.name for t in vocab.tags.values() if vocab.is_exclusive(t))
+    return TagView(vocab.top_n, exclusive)
+
+
+class TagService:
+    """Tagging, tag reads and near-duplicates of one library."""
+
+    def __init__(
+        self, cfg: Config, get_store: Callable[[], IndexStore], get_encoder: Callable[[], Encoder]
+    ):
+        self.cfg = cfg
+        self._get_store = get_store
+        self._get_encoder = get_encoder
+        self._vocab_cache: tuple[Any, Vocabulary] | None = None
+        self._embedding_cache: EmbeddingCache | None = None
+
+    def vocabulary(self) -> Vocabulary:
+        """The configured tag vocabulary (re-read when the tags file changes)."""
+        path = self.cfg.resolve(self.cfg.tags.file) if self.cfg.tags.file else None
+        try:
+            st = os.stat(path) if path is not None else None
+            sig = (st.st_mtime_ns, st.st_size) if st is not None else None
+        except OSError:
+            sig = None
+        if self._vocab_cache is not None and self._vocab_cache[0] == sig:
+            return self._vocab_cache[1]
+        vocab = load_vocabulary(self.cfg)
+        self._vocab_cache = (sig, vocab)
+        return vocab
+
+    def embedding_cache(self) -> EmbeddingCache:
+        if self._embedding_cache is None:
+            # Shared by every index on this machine (keys name the checkpoint and the prompt
+            # texts), so a new index does not re-encode the vocabulary.
+            from clipmodel.download import default_cache_dir
+
+            root = self.cfg.cache_dir or default_cache_dir()
+            self._embedding_cache = EmbeddingCache(root / "tag-embeddings")
+        return self._embedding_cache
+
+    def auto_tagger(self, encoder: Encoder) -> Tagger | None:
+        """The indexing hook when ``tags.auto`` is on (None otherwise)."""
+        if not self.cfg.tags.auto:
+            return None
+        return Tagger(self.vocabulary(), encoder.encode_texts, self.embedding_cache(),
+                      encoder.identity.checkpoint_sha256)  # fmt: skip
+
+    def tag(self, progress: bool = False, rescore_all: bool = False) -> TagReport:
+        """Apply the vocabulary to the stored vectors now: re-score changed tags (every tag
+        with ``rescore_all``), drop removed ones, tag pending images. No image is re-encoded."""
+        vocab = self.vocabulary()
+        store = self._get_store()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=1, unit="pass", desc="tagging")
+        model = store.meta().get("checkpoint_sha256", "")
+
+        def encode_texts(texts: list[str]) -> np.ndarray:  # the model loads only if needed
+            enc = self._get_encoder()
+            store.check_model(enc.identity)
+            return enc.encode_texts(texts)
+
+        try:
+            rep = tag_sync.sync(store, vocab, encode_texts, self.embedding_cache(), model,
+                                rescore_all=rescore_all)  # fmt: skip
+        finally:
+            if bar is not None:
+                bar.update(1)
+                bar.close()
+        return rep
+
+    def tag_counts(self) -> dict[str, int]:
+        """{tag: images carrying it}, most frequent first (``top_n`` applied)."""
+        return self._get_store().tag_counts(tag_view(self.vocabulary()))
+
+    def image_tags(self, image_id: int) -> TagList:
+        """[(tag, score)] of one image, best first (``top_n`` applied)."""
+        rows = self._get_store().image_tags(image_id)
+        tags = cap_top_n(rows, self.vocabulary())
+        return sorted(tags, key=lambda ts: (-ts[1], ts[0]))
+
+    def ids_with_tags(self, tags: Sequence[str]) -> np.ndarray:
+        """Ids (ascending) of images that carry every tag in ``tags`` (``top_n`` applied)."""
+        return self._get_store().ids_with_tags(list(tags), tag_view(self.vocabulary()))
+
+    def all_image_tags(self) -> dict[int, TagList]:
+        """{image_id: [(tag, score)] best first} of every tagged image (``top_n`` applied)."""
+        return self._get_store().all_image_tags(tag_view(self.vocabulary()))
+
+    def duplicates(self, threshold: float | None = None) -> list[DuplicateGroup]:
+        """Groups of near-duplicate images (keeper first)."""
+        thr = self.cfg.tags.duplicate_threshold if threshold is None else float(threshold)
+        store = self._get_store()
+        ids_parts, vec_parts = [], []
+        for ids, vecs in store.iter_vectors(size=20_000):
+            ids_parts.append(ids)
+            vec_parts.append(vecs)
+        if not ids_parts:
+            return []
+        groups = find_duplicate_groups(np.concatenate(ids_parts), np.concatenate(vec_parts), thr)
+        records = store.records([i for g in groups for i in g])
+        return describe_groups(groups, records.get)

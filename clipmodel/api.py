@@ -134,7 +134,7 @@ def load(
     ``fidelity`` (a :class:`~clipmodel.fidelity.FidelityReport`) what it measured.
     """
     if backend not in ("auto", "torch", "onnxruntime"):
-        raise ValueError(f"backend must be auto, torch or onnxruntime; got {backend!r}")
+        raise ValueError(f"backend must be torch or onnxruntime (or auto); got {backend!r}")
     if backend == "onnxruntime":
         if device is None or str(device) == "auto":
             device = "cpu"  # ONNX Runtime runs on the CPU even where CUDA is present
@@ -193,9 +193,8 @@ def _chain(backend: str, precision: str, device) -> list[str] | None:
             tail = ["torch bf16"] * cpu_has_native_bf16() + ["torch fp32"]
             return [ort + "int8", ort + "int8-mild"] + tail
         if precision not in QUANTIZATIONS:
-            raise ValueError(
-                f"the onnxruntime backend runs {', '.join(QUANTIZATIONS)}, not {precision!r}"
-            )
+            kinds = ", ".join(QUANTIZATIONS)
+            raise ValueError(f"the onnxruntime backend runs int8 or fp32 ({kinds}), not {precision!r}")
         return [ort + precision]
     if backend == "torch" or resolve_device(device).type == "cuda":
         return None

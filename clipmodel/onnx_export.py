@@ -320,7 +320,8 @@ def export_onnx(
             mild = quantize == "int8-mild"
             for i, src in enumerate(staged):
                 staged[i] = work / f"int8-{src.name}"
-                _quantize(src, staged[i], mild, resnet_image=i == 0 and not model.config.is_vit)
+                extra = (True, i == 0 and not model.config.is_vit) if mild else ()
+                _quantize(src, staged[i], *extra)
             if pixel_input:
                 _splice_pixel_input(staged[0], model)
         # Both graphs are complete before either is published; the image file last, as the

@@ -11,11 +11,12 @@ what produces the input, so the exported graph is unchanged in shape and speed:
 * the LayerNorm before the attention input projection (ln_1), the MLP (ln_2) and the final
   projection (ln_post / ln_final): its gain and bias are divided by s;
 * the attention output projection: the value rows of the input projection are divided by s
-  (attention mixes values linearly, so that is exact).
+  (attention mixes values linearly, so that is exact);
+* the MLP's output projection, whose input comes from the GELU: there the division is an
+  explicit elementwise product in front of it (about 1% of the work of the product).
 
-The MLP's output projection (after the GELU) cannot be smoothed so; the milder int8 variant
-keeps it in float instead (see clipmodel.onnx_export). Calibration: channel maxima of the
-shipped calibration photos and prompts (clipmodel.fidelity), on the fp32 model.
+Calibration: channel maxima of the shipped calibration photos and prompts
+(clipmodel.fidelity), on the fp32 model.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch import nn
 
 from .model import CLIP, ResidualAttentionBlock
 
@@ -36,6 +38,17 @@ def _transformers(model: CLIP) -> list[tuple[object, object, torch.Tensor | None
     if model.config.is_vit:
         out.append((model.visual.transformer, model.visual.ln_post, model.visual.proj))
     return out
+
+
+class InputScale(nn.Module):
+    """``x * scale`` per channel: a smoothing factor that no earlier operation can absorb."""
+
+    def __init__(self, scale: torch.Tensor):
+        super().__init__()
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.to(x.dtype)
 
 
 @torch.no_grad()
@@ -56,10 +69,9 @@ def channel_maxima(model: CLIP, images: torch.Tensor | None, tokens: torch.Tenso
             for place, mod in (("ln_1", b.ln_1), ("ln_2", b.ln_2)):
                 key = (place, id(b))
                 handles.append(mod.register_forward_hook(lambda m, i, o, k=key: note(k, o)))
-            key = ("out", id(b))
-            handles.append(
-                b.attn.out_proj.register_forward_pre_hook(lambda m, i, k=key: note(k, i[0]))
-            )
+            for place, mod in (("out", b.attn.out_proj), ("c_proj", b.mlp.c_proj)):
+                key = (place, id(b))
+                handles.append(mod.register_forward_pre_hook(lambda m, i, k=key: note(k, i[0])))
     try:
         if images is not None and model.config.is_vit:
             for i in range(0, len(images), 16):
@@ -122,3 +134,9 @@ def _smooth_block(b: ResidualAttentionBlock, maxima: dict, alpha: float) -> None
         b.attn.in_proj_weight[2 * d :].div_(s[:, None])
         b.attn.in_proj_bias[2 * d :].div_(s)
         out.weight.mul_(s)
+    x = maxima.get(("c_proj", id(b)))
+    if x is not None:
+        proj = b.mlp.c_proj
+        s = _factor(x, proj.weight.abs().amax(0), alpha)
+        proj.weight.mul_(s)
+        b.mlp.c_proj = nn.Sequential(InputScale(1 / s), proj)

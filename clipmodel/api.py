@@ -194,7 +194,9 @@ def _chain(backend: str, precision: str, device) -> list[str] | None:
             return [ort + "int8", ort + "int8-mild"] + tail
         if precision not in QUANTIZATIONS:
             kinds = ", ".join(QUANTIZATIONS)
-            raise ValueError(f"the onnxruntime backend runs int8 or fp32 ({kinds}), not {precision!r}")
+            raise ValueError(
+                f"the onnxruntime backend runs int8 or fp32 ({kinds}), not {precision!r}"
+            )
         return [ort + precision]
     if backend == "torch" or resolve_device(device).type == "cuda":
         return None

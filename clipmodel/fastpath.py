@@ -102,7 +102,7 @@ def check_file(model, path: str, cache_dir) -> Path:
 
     root = _cache_root(cache_dir)
     if path.startswith(ORT_PREFIX):
-        return root / "onnx" / f"{cache_key(model, path[len(ORT_PREFIX):])}-fidelity.json"
+        return root / "onnx" / f"{cache_key(model, path[len(ORT_PREFIX) :])}-fidelity.json"
     import torch
 
     name = path.replace(" ", "-")
@@ -113,7 +113,11 @@ def exact_embeddings(model, cache_dir) -> tuple[np.ndarray, np.ndarray]:
     """The exact (fp32 torch) embeddings of the calibration set, computed once per checkpoint."""
     from .onnx_export import checkpoint_id
 
-    file = _cache_root(cache_dir) / "fidelity" / f"{checkpoint_id(model)[:32]}-exact-v{CHECK_VERSION}.npz"
+    file = (
+        _cache_root(cache_dir)
+        / "fidelity"
+        / f"{checkpoint_id(model)[:32]}-exact-v{CHECK_VERSION}.npz"
+    )
     try:
         with np.load(file) as z:
             return z["images"], z["texts"]
@@ -136,7 +140,11 @@ def build(model, path: str, cache_dir=None, threads: int | None = None, image_se
 
         return load_onnx(model, cache_dir, path[len(ORT_PREFIX):], threads=threads,
                          image_sessions=image_sessions)  # fmt: skip
-    dtypes = {"torch fp32": torch.float32, "torch bf16": torch.bfloat16, "torch fp16": torch.float16}
+    dtypes = {
+        "torch fp32": torch.float32,
+        "torch bf16": torch.bfloat16,
+        "torch fp16": torch.float16,
+    }
     if path not in dtypes:
         raise ValueError(f"unknown path {path!r}")
     if path == EXACT:

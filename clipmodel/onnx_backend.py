@@ -19,7 +19,6 @@ embeddings within cosine 0.999 of the fp32 model (``bench/bench_fidelity.py`` ch
 checkpoint).
 """
 
-
 from __future__ import annotations
 
 import os
@@ -52,6 +51,7 @@ __all__ = [
 ]
 
 SINGLE_THREAD_ROWS = 8  # images per call of a single-threaded image session (see OnnxCLIP)
+
 
 def image_patches(pixels: np.ndarray, patch: int) -> np.ndarray:
     """(…, H, W, 3) uint8 images -> (…, (H/patch) * (W/patch), patch * patch * 3) patches,

@@ -266,6 +266,7 @@ def activation_ratio(model, images: torch.Tensor | None = None, tokens=None) -> 
     def note(name):
         def hook(mod, inp, out=None):
             worst[name] = max(worst.get(name, 0.0), ratio(inp[0]))
+
         return hook
 
     def note_out(mod, inp, out):

@@ -175,11 +175,16 @@ def check(model, path: str, runner, cache_dir=None, use_cache: bool = True) -> P
 
 def _refusal_line(report: FidelityReport) -> str:
     bars = f"bars mean >= {MEAN_BAR}, min >= {MIN_BAR}"
-    parts = [f"refused {c.path} ({c.summary()}; {bars})" for c in report.checks
-             if c.path in report.refused]  # fmt: skip
-    running = report.check
-    tail = f" ({running.summary()})" if running is not None else " (exact)"
-    return "; ".join(parts) + f"; running {report.path}{tail}"
+    parts = []
+    for refused in report.refused:
+        path = refused.removesuffix(" (texts)")
+        c = next(c for c in report.checks if c.path == path)
+        what = c.summary() if path == refused else f"texts {c.texts}"
+        parts.append(f"refused {refused} ({what}; {bars})")
+    running = [f"images {report.images}" if report.images else "",
+               f"texts {report.texts}" if report.texts else ""]  # fmt: skip
+    tail = ", ".join(r for r in running if r) or "exact"
+    return "; ".join(parts) + f"; running {report.path} ({tail})"
 
 
 def select(model, chain: list[str], cache_dir=None, requested: str = "auto",
@@ -187,30 +192,73 @@ def select(model, chain: list[str], cache_dir=None, requested: str = "auto",
     """The first faithful path of ``chain`` built from the fp32 ``model``, with its
     :class:`FidelityReport` (also set as the runner's ``fidelity`` and ``fast_path``).
 
-    A chain of one path (an explicit request) runs that path whatever it measures; when it
-    fails the check, one WARNING line says so. ``selfcheck=False`` takes the first path
-    unmeasured.
+    Towers are judged apart: when an ONNX Runtime path passes for the images but not for the
+    texts, it keeps the images and the texts go on down the chain (to a milder int8 text graph,
+    or to torch). A chain of one path (an explicit request) runs that path whatever it
+    measures; when it fails the check, one WARNING line says so. ``selfcheck=False`` takes the
+    first path unmeasured.
     """
     report = FidelityReport(chain[0], requested)
-    runner = None
-    for i, path in enumerate(chain):
-        last = i == len(chain) - 1
+    if not selfcheck or chain[0] in (EXACT, "torch fp16"):
+        return _finish(build(model, chain[0], cache_dir, threads, image_sessions), report)
+    if len(chain) == 1:  # explicit: run it, checked
+        runner = build(model, chain[0], cache_dir, threads, image_sessions)
+        report.checks.append(check(model, chain[0], runner, cache_dir))
+        if not report.checks[0].passed:
+            LOG.warning("%s is below the bars (%s; bars mean >= %s, min >= %s); running it as "
+                        "requested", chain[0], report.checks[0].summary(), MEAN_BAR, MIN_BAR)  # fmt: skip
+        return _finish(runner, report)
+    image_runner, text_file = None, None
+    rest = list(chain)
+    while rest and rest[0].startswith(ORT_PREFIX):  # ONNX Runtime: images and texts apart
+        path = rest.pop(0)
         runner = build(model, path, cache_dir, threads, image_sessions)
-        if path == EXACT or not selfcheck or path == "torch fp16":
-            report.path = path
-            break
         result = check(model, path, runner, cache_dir)
         report.checks.append(result)
-        report.path = path
-        if result.passed or last:
+        if image_runner is None:
+            if not result.images.passed:
+                report.refused.append(path)
+                continue
+            image_runner, report.image_path = runner, path
+        if result.texts.passed:
+            report.text_path, text_file = path, runner.paths[1]
             break
-        report.refused.append(path)
-        runner = None
+        report.refused.append(f"{path} (texts)")  # the images run an earlier variant
+    text_runner = None
+    if image_runner is None or text_file is None:  # torch, for both or for the texts
+        for path in rest:
+            text_runner = build(model, path, cache_dir, threads, image_sessions)
+            if path == EXACT:
+                break
+            result = check(model, path, text_runner, cache_dir)
+            report.checks.append(result)
+            if result.passed if image_runner is None else result.texts.passed:
+                break
+            report.refused.append(path if image_runner is None else f"{path} (texts)")
+        report.text_path = path
+        if image_runner is None:
+            report.image_path = path
+    if image_runner is None:
+        runner = text_runner
+        report.path = report.image_path
+    else:
+        runner = image_runner
+        if text_file is not None and text_file != runner.paths[1]:
+            runner.use_text(text_path=text_file)
+        elif text_file is None:
+            runner.use_text(text_model=text_runner)
+        same = report.text_path == report.image_path
+        report.path = (
+            report.image_path if same else f"{report.image_path} (texts: {report.text_path})"
+        )
     if report.refused:
         LOG.warning("%s", _refusal_line(report))
-    elif report.check is not None and not report.check.passed:
-        LOG.warning("%s is below the bars (%s; bars mean >= %s, min >= %s); running it as "
-                    "requested", report.path, report.check.summary(), MEAN_BAR, MIN_BAR)  # fmt: skip
+    return _finish(runner, report)
+
+
+def _finish(runner, report: FidelityReport):
+    report.image_path = report.image_path or report.path
+    report.text_path = report.text_path or report.path
     runner.fast_path = report.path
     runner.fidelity = report
     return runner, report

@@ -119,36 +119,54 @@ class PathCheck:
 class FidelityReport:
     """Which path runs and how faithful it measured, and what was refused on the way.
 
-    ``path``: e.g. "onnxruntime int8", "torch bf16", "torch fp32" (exact). ``requested``: what
-    the caller asked for ("auto", or the explicit backend/precision). ``checks``: every path
-    measured, in the order tried. ``refused``: the paths below the bars that were not run.
+    ``path``: what runs, e.g. "onnxruntime int8", "torch bf16", "torch fp32" (exact), or for
+    towers on different paths "onnxruntime int8 (texts: torch bf16)"; ``image_path`` and
+    ``text_path`` name each tower's. ``requested``: what the caller asked for ("auto ...", or
+    the explicit backend/precision). ``checks``: every path measured, in the order tried.
+    ``refused``: what was measured below the bars and not run, e.g. "onnxruntime int8" or
+    "onnxruntime int8 (texts)" (refused for the texts only).
     """
 
     path: str
     requested: str
     checks: list[PathCheck] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    image_path: str = ""
+    text_path: str = ""
+
+    def __post_init__(self) -> None:
+        self.image_path = self.image_path or self.path
+        self.text_path = self.text_path or self.path
+
+    def _check_of(self, path: str) -> PathCheck | None:
+        return next((c for c in reversed(self.checks) if c.path == path), None)
 
     @property
     def check(self) -> PathCheck | None:
-        """The running path's measurement (None for the exact path or one not checked)."""
-        return next((c for c in reversed(self.checks) if c.path == self.path), None)
+        """The image path's measurement (None for the exact path or one not checked)."""
+        return self._check_of(self.image_path)
 
     @property
     def images(self) -> Fidelity | None:
-        return self.check.images if self.check else None
+        c = self._check_of(self.image_path)
+        return c.images if c else None
 
     @property
     def texts(self) -> Fidelity | None:
-        return self.check.texts if self.check else None
+        c = self._check_of(self.text_path)
+        return c.texts if c else None
 
     @property
     def faithful(self) -> bool:
-        """True for the exact path and for a checked path above the bars."""
-        return self.path == "torch fp32" or (self.check is not None and self.check.passed)
+        """True when each tower runs the exact path or one measured above the bars."""
+        ok = []
+        for path, fid in ((self.image_path, self.images), (self.text_path, self.texts)):
+            ok.append(path == "torch fp32" or (fid is not None and fid.passed))
+        return all(ok)
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "requested": self.requested, "faithful": self.faithful,
+        return {"path": self.path, "image_path": self.image_path, "text_path": self.text_path,
+                "requested": self.requested, "faithful": self.faithful,
                 "images": dataclasses.asdict(self.images) if self.images else None,
                 "texts": dataclasses.asdict(self.texts) if self.texts else None,
                 "refused": list(self.refused), "checks": [c.to_dict() for c in self.checks],

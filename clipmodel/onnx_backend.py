@@ -117,6 +117,8 @@ class OnnxCLIP:
             setattr(self, attr, getattr(model, attr, None))
         self.quantize = quantize
         self.paths = (image_path, text_path)
+        self._threads, self._spinning = threads, spinning
+        self._text_model = None  # a torch model encoding the texts instead (see use_text)
         # Several image sessions, each on its own threads: concurrent calls each take a free
         # one, and a call that finds several free splits its batch over them. No barrier spans
         # sessions, so other work (image decoding) can share the cores without stalling every
@@ -138,6 +140,16 @@ class OnnxCLIP:
         # int8 ViTs read 8-bit pixel patches (see image_patches); others normalised images
         self.pixel_input = self._image.get_inputs()[0].name == "pixels"
         self.patch_size = model.visual.patch_size if model.config.is_vit else None
+
+    def use_text(self, text_path: Path | None = None, text_model: Any = None) -> None:
+        """Encode texts with another text graph (a milder variant's) or a torch model instead
+        (clipmodel.fastpath, when the int8 text tower fails its check but the image one does
+        not)."""
+        if text_path is not None:
+            self._text, self._text_model = _session(text_path, self._threads, self._spinning), None
+            self.paths = (self.paths[0], text_path)
+        elif text_model is not None:
+            self._text, self._text_model = None, text_model
 
     def __repr__(self) -> str:
         return f"OnnxCLIP({self.model_name!r}, {self.quantize}, {self.paths[0].name})"
@@ -198,6 +210,9 @@ class OnnxCLIP:
             )
         if text.shape[0] == 0:
             return torch.empty(0, self.embed_dim)
+        if self._text_model is not None:
+            with torch.inference_mode():
+                return self._text_model.encode_text(text, attention_mask).float()
         if attention_mask is not None:
             eot = attention_mask.long().sum(dim=-1) - 1
         else:

@@ -1,10 +1,8 @@
 """CLIP's two encoders on ONNX Runtime: the fast CPU path (optional extra ``clipsearch[onnx]``).
 
-Each checkpoint is exported once from our fp32 model (``torch.onnx``, dynamic batch and text
-length), its matrix products are quantized to int8 (ONNX Runtime's dynamic quantization:
-per-channel int8 weights, activations quantized per call), and the two graphs are cached in
-``<cache>/onnx/`` under a key made of the checkpoint's SHA256, the architecture and the tool
-versions. Later loads reuse the cache.
+The graphs are exported, quantized and cached by clipmodel.onnx_export (variants ``int8``:
+SmoothQuant + dynamic int8, the default; ``int8-mild``; ``int8-dynamic``; ``fp32``); which one
+runs, self-checked against the exact model, is decided in clipmodel.fastpath.
 
 A ViT's int8 image graph reads 8-bit pixels, already cut into patches (:func:`image_patches`):
 the normalisation is folded into the patch embedding's weights, so that first product runs on

@@ -286,3 +286,44 @@ def test_selfcheck_cost_full_size(tmp_path):
     start = time.perf_counter()
     again, _ = clip.load(ckpt, backend="onnxruntime", download_root=tmp_path, threads=2)
     assert again.fidelity.check.cached and time.perf_counter() - start < 30
+
+
+def _texts_fail(monkeypatch, paths):
+    """Make the self-check of ``paths`` report failing texts (their images still pass)."""
+    real = fp.check
+
+    def check(model, path, runner, *args, **kwargs):
+        result = real(model, path, runner, *args, **kwargs)
+        if path in paths:
+            result = fid.PathCheck(path, result.images, fid.Fidelity(0.95, 0.9, 50))
+        return result
+
+    monkeypatch.setattr(fp, "check", check)
+
+
+def test_towers_judged_apart(tiny_checkpoint, tiny_cache, monkeypatch, caplog):
+    """int8 images stay when only the int8 texts fail: the texts go to the next path."""
+    tokens = clip.tokenize(["a dog", "kids flying a red kite on the beach"])
+    exact, _ = clip.load(tiny_checkpoint, device="cpu", precision="fp32")
+    with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger=LOGGER):
+        _texts_fail(m, {"onnxruntime int8"})
+        model, _ = clip.load(tiny_checkpoint, backend="onnxruntime", download_root=tiny_cache)
+    report = model.fidelity
+    assert report.image_path == "onnxruntime int8" and report.text_path == "onnxruntime int8-mild"
+    assert model.fast_path == "onnxruntime int8 (texts: onnxruntime int8-mild)"
+    assert report.refused == ["onnxruntime int8 (texts)"] and report.faithful
+    assert model.pixel_input and model.paths[1] != model.paths[0]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert line.startswith("refused onnxruntime int8 (texts) (texts mean 0.95000 min 0.90000;")
+
+    caplog.clear()
+    with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger=LOGGER):
+        _texts_fail(m, {"onnxruntime int8", "onnxruntime int8-mild", "torch bf16"})
+        model, _ = clip.load(tiny_checkpoint, backend="onnxruntime", download_root=tiny_cache)
+    report = model.fidelity
+    assert report.image_path == "onnxruntime int8" and report.text_path == "torch fp32"
+    assert model.fast_path == "onnxruntime int8 (texts: torch fp32)" and report.faithful
+    with torch.inference_mode():
+        assert torch.allclose(model.encode_text(tokens), exact.encode_text(tokens))
+    assert len([r for r in caplog.records if r.name == LOGGER]) == 1
+    assert json.loads(report.to_json())["text_path"] == "torch fp32"

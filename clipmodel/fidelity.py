@@ -218,8 +218,12 @@ def embed_calibration(model: Any, images=None, tokens=None) -> tuple[np.ndarray,
     with torch.inference_mode():
         img = [model.encode_image(images[i : i + 16].to(dtype)).float() for i in
                range(0, len(images), 16)]  # fmt: skip
-        txt = [model.encode_text(tokens[i : i + 64]).float() for i in range(0, len(tokens), 64)]
-    return _unit(torch.cat(img)).astype(np.float32), _unit(torch.cat(txt)).astype(np.float32)
+        # texts of similar length together: each batch runs only to its longest text
+        order = torch.argsort(tokens.argmax(dim=-1))
+        txt = torch.cat([model.encode_text(tokens[order[i : i + 16]]).float()
+                         for i in range(0, len(tokens), 16)])  # fmt: skip
+        txt = txt[torch.argsort(order)]
+    return _unit(torch.cat(img)).astype(np.float32), _unit(txt).astype(np.float32)
 
 
 def read_check(path: Path, version: str) -> PathCheck | None:

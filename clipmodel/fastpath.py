@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -96,9 +97,21 @@ def _cache_root(cache_dir) -> Path:
     return Path(cache_dir).expanduser()
 
 
+def _model_id(model) -> str:
+    """The checkpoint and the settings that change its function (e.g. the activation)."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from .onnx_export import checkpoint_id
+
+    blob = json.dumps([checkpoint_id(model), dataclasses.asdict(model.config)], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
 def check_file(model, path: str, cache_dir) -> Path:
     """Where the measurement of ``path`` for ``model`` (the fp32 CLIP) is cached."""
-    from .onnx_export import cache_key, checkpoint_id
+    from .onnx_export import cache_key
 
     root = _cache_root(cache_dir)
     if path.startswith(ORT_PREFIX):
@@ -106,18 +119,12 @@ def check_file(model, path: str, cache_dir) -> Path:
     import torch
 
     name = path.replace(" ", "-")
-    return root / "fidelity" / f"{checkpoint_id(model)[:32]}-{name}-torch{torch.__version__}.json"
+    return root / "fidelity" / f"{_model_id(model)}-{name}-torch{torch.__version__}.json"
 
 
 def exact_embeddings(model, cache_dir) -> tuple[np.ndarray, np.ndarray]:
     """The exact (fp32 torch) embeddings of the calibration set, computed once per checkpoint."""
-    from .onnx_export import checkpoint_id
-
-    file = (
-        _cache_root(cache_dir)
-        / "fidelity"
-        / f"{checkpoint_id(model)[:32]}-exact-v{CHECK_VERSION}.npz"
-    )
+    file = _cache_root(cache_dir) / "fidelity" / f"{_model_id(model)}-exact-v{CHECK_VERSION}.npz"
     try:
         with np.load(file) as z:
             return z["images"], z["texts"]
@@ -125,7 +132,7 @@ def exact_embeddings(model, cache_dir) -> tuple[np.ndarray, np.ndarray]:
         pass
     images, texts = embed_calibration(model)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.stem}.tmp.npz")
+    tmp = file.with_name(f".{file.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, images=images, texts=texts)
     tmp.replace(file)
     return images, texts

@@ -11,9 +11,10 @@ calibration set (clipmodel.fidelity) and runs it if faithful; otherwise it goes 
 chain. Every refusal of one load is told in one WARNING line of the ``clipmodel.fidelity``
 logger, e.g.::
 
-    refused onnxruntime int8 (images mean 0.99612 min 0.98103, texts mean 0.99990 min
-    0.99951; bars mean >= 0.999, min >= 0.99); running onnxruntime int8-mild (images mean
-    0.99990 min 0.99942, texts mean 0.99992 min 0.99960)
+    refused onnxruntime int8 for the texts (texts mean 0.98463 min 0.95070; bars mean >=
+    0.999, min >= 0.99); refused torch bf16 for the texts (texts mean 0.99542 min 0.98123;
+    bars mean >= 0.999, min >= 0.99); running onnxruntime int8 (texts: torch fp32) (images
+    mean 0.99984 min 0.99975)
 
 Measurements are cached as JSON: an ONNX path's beside its export
 (``<cache>/onnx/<key>-fidelity.json``), a torch path's in ``<cache>/fidelity/``, with the exact
@@ -186,8 +187,10 @@ def _refusal_line(report: FidelityReport) -> str:
     for refused in report.refused:
         path = refused.removesuffix(" (texts)")
         c = next(c for c in report.checks if c.path == path)
-        what = c.summary() if path == refused else f"texts {c.texts}"
-        parts.append(f"refused {refused} ({what}; {bars})")
+        if path == refused:
+            parts.append(f"refused {path} ({c.summary()}; {bars})")
+        else:
+            parts.append(f"refused {path} for the texts (texts {c.texts}; {bars})")
     running = [f"images {report.images}" if report.images else "",
                f"texts {report.texts}" if report.texts else ""]  # fmt: skip
     tail = ", ".join(r for r in running if r) or "exact"

@@ -314,7 +314,9 @@ def test_towers_judged_apart(tiny_checkpoint, tiny_cache, monkeypatch, caplog):
     assert report.refused == ["onnxruntime int8 (texts)"] and report.faithful
     assert model.pixel_input and model.paths[1] != model.paths[0]
     (line,) = [r.getMessage() for r in caplog.records if r.name == LOGGER]
-    assert line.startswith("refused onnxruntime int8 (texts) (texts mean 0.95000 min 0.90000;")
+    assert line.startswith(
+        "refused onnxruntime int8 for the texts (texts mean 0.95000 min 0.90000;"
+    )
 
     caplog.clear()
     with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger=LOGGER):

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bench_fidelity                       # random ViT-B/32
     .venv/bin/python -m bench.bench_fidelity --weights ViT-B-32.pt # the same check on real weights
+    .venv/bin/python -m bench.bench_fidelity --stress              # stress checkpoints (issue 13)
 
 Exact path: full JPEG decode + clipmodel's official preprocessing, model in fp32 (torch).
 Fast paths: JPEG draft decoding (libjpeg DCT scaling) before the same preprocessing, the
@@ -163,7 +164,20 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=40)
     ap.add_argument("--captions", type=int, default=500)
     ap.add_argument("--json")
+    ap.add_argument(
+        "--stress",
+        action="store_true",
+        help="the stress checkpoints (bench/stress_fidelity.py) beside a plain one",
+    )
+    ap.add_argument("--arch", default="ViT-B/32", help="--stress: the architecture")
+    ap.add_argument("--kinds", default="", help="--stress: kinds (default: all for --arch)")
+    ap.add_argument("--strengths", default="10,30,100", help="--stress: strengths")
+    ap.add_argument("--photos", type=int, default=0, help="--stress: photos (0: all coco-mini)")
+    ap.add_argument("--timing", type=int, default=0, help="--stress: photos timed (0: all)")
     args = ap.parse_args()
+    if args.stress:
+        stress_main(args)
+        return
     weights = benchmark_weights(args.weights)
     datasets = {"web size (coco-mini)": coco_photos(args.web)}
     if args.large:
@@ -182,6 +196,38 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     worst = min(r["cos_min"] for r in rows if r["cos_min"] is not None)
     print(f"worst cosine {worst:.5f}: {'meets' if worst >= 0.999 else 'FAILS'} the 0.999 bar")
+
+
+def stress_main(args) -> None:
+    from tests.stress_checkpoints import RESNET_KINDS, TRANSFORMER_KINDS
+
+    from .stress_fidelity import HEADER, format_row, stress_rows
+
+    resnet = args.arch.startswith("RN")
+    kinds = (
+        args.kinds.split(",")
+        if args.kinds
+        else ([*RESNET_KINDS, *TRANSFORMER_KINDS] if resnet else list(TRANSFORMER_KINDS))
+    )
+    strengths = [int(s) for s in args.strengths.split(",")]
+    cases = [("plain", 1)] + [(k, s) for k in kinds for s in strengths]
+    photos = coco_photos(args.photos or None)
+    captions = coco_captions(args.captions)
+    print(
+        f"{args.arch}: {len(photos)} coco-mini photos, {len(captions)} captions; exact = fp32 "
+        "torch, official preprocessing; path = clipmodel.load(backend='auto', precision='auto')"
+    )
+    print(HEADER, flush=True)
+    rows = stress_rows(args.arch, cases, photos, captions, args.timing)
+    print("\n" + HEADER)
+    for r in rows:
+        print(format_row(r))
+    bad = [r for r in rows if not (r["images"].passed and r["texts"].passed)]
+    print(f"{len(rows) - len(bad)}/{len(rows)} meet mean >= 0.999 and min >= 0.99")
+    if args.json:
+        for r in rows:
+            r["images"], r["texts"] = vars(r["images"]), vars(r["texts"])
+        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

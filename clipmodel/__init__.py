@@ -29,6 +29,8 @@ _EXPORTS = {
     "Tokenizer": "tokenizer",
     "Preprocess": "preprocess",
     "OnnxCLIP": "onnx_backend",
+    "Fidelity": "fidelity",
+    "FidelityReport": "fidelity",
     "onnxruntime_available": "onnx_backend",
     "transform": "preprocess",
     "embed_texts": "zeroshot",

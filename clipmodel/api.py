@@ -103,6 +103,7 @@ def load(
     backend: str = "torch",
     threads: int | None = None,
     image_sessions: int = 1,
+    selfcheck: bool = True,
 ) -> tuple[CLIP, Preprocess]:
     """Load a CLIP model and its preprocessing, as ``clip.load``.
 
@@ -114,23 +115,36 @@ def load(
     non-OpenAI open_clip weights (e.g. LAION's) were trained with exact GELU.
 
     ``backend="onnxruntime"`` (CPU only, extra ``clipsearch[onnx]``) returns an
-    :class:`~clipmodel.onnx_backend.OnnxCLIP` with the same ``encode_image``/``encode_text``:
-    int8 matrix products for ``precision`` "auto"/"int8", fp32 for "fp32". Its graphs are
-    exported once per checkpoint and cached under ``download_root``/onnx. ``threads`` sets
-    its thread count (default: torch's); ``image_sessions`` > 1 splits each image batch over
-    that many sessions of ``threads // image_sessions`` threads run side by side.
+    :class:`~clipmodel.onnx_backend.OnnxCLIP` with the same ``encode_image``/``encode_text``;
+    ``precision`` picks its variant ("int8", "int8-mild", "int8-dynamic", "fp32"; see
+    clipmodel.onnx_export). Its graphs are exported once per checkpoint and cached under
+    ``download_root``/onnx. ``threads`` sets its thread count (default: torch's);
+    ``image_sessions`` > 1 splits each image batch over that many sessions of
+    ``threads // image_sessions`` threads run side by side.
+
+    ``backend="auto"``: on CUDA torch (fp16 for precision "auto"); on the CPU the fastest
+    faithful path (clipmodel.fastpath): int8 ONNX Runtime where it is installed and the CPU
+    has 8-bit dot products, else torch bf16 where the CPU computes it natively, else fp32.
+    ``backend="onnxruntime"`` with precision "auto" tries int8, then int8-mild, then torch
+    bf16 (where native) and fp32. Each fast path is self-checked against the exact fp32 model
+    on a shipped calibration set (``selfcheck``; measured once, cached beside the export): one
+    below the bars (mean cosine >= 0.999, min >= 0.99, images and texts) is refused, with one
+    log line, and the next one runs. An explicitly requested precision runs even when it fails
+    its check (with a warning). The returned model's ``fast_path`` names what runs and its
+    ``fidelity`` (a :class:`~clipmodel.fidelity.FidelityReport`) what it measured.
     """
-    if backend not in ("torch", "onnxruntime"):
-        raise ValueError(f"backend must be torch or onnxruntime; got {backend!r}")
+    if backend not in ("auto", "torch", "onnxruntime"):
+        raise ValueError(f"backend must be torch or onnxruntime (or auto); got {backend!r}")
     if backend == "onnxruntime":
         if device is None or str(device) == "auto":
             device = "cpu"  # ONNX Runtime runs on the CPU even where CUDA is present
-        if precision not in ("auto", "int8", "fp32"):
-            raise ValueError(f"the onnxruntime backend runs int8 or fp32, not {precision!r}")
         if resolve_device(device).type != "cpu":
             raise ValueError("the onnxruntime backend runs on the CPU; use backend='torch'")
-    elif precision == "int8":
-        raise ValueError("precision 'int8' needs backend='onnxruntime'")
+    chain = _chain(backend, precision, device)
+    if chain is not None:
+        device = "cpu"
+    elif precision.startswith("int8"):
+        raise ValueError(f"precision {precision!r} needs backend='onnxruntime'")
     if jit:
         warnings.warn("clipmodel has no TorchScript mode; returning the eager model", stacklevel=2)
     if str(name) in MODELS:
@@ -147,8 +161,7 @@ def load(
         overrides["activation"] = activation
     model = build_model(ckpt.state_dict, **overrides)
     dev = resolve_device(device)
-    onnx = backend == "onnxruntime"  # exported from the fp32 model
-    model = model.to(device=dev, dtype=resolve_dtype("fp32" if onnx else precision, dev))
+    model = model.to(device=dev, dtype=resolve_dtype("fp32" if chain else precision, dev))
     sha256, fmt = ckpt.sha256, ckpt.format
     del ckpt
     _release_memory()
@@ -157,14 +170,40 @@ def load(
     model.checkpoint_format = fmt
     model.checkpoint_path = str(path)
     model.architecture = describe(model.config)
-    if onnx:
-        from .onnx_backend import load_onnx
+    if chain:
+        from .fastpath import select
 
-        quantize = "fp32" if precision == "fp32" else "int8"
-        fast = load_onnx(
-            model, download_root, quantize, threads=threads, image_sessions=image_sessions
-        )
-        del model
-        _release_memory()
-        return fast, Preprocess(fast.image_resolution)
+        runner, _ = select(model, chain, download_root, f"{backend} {precision}", threads,
+                           image_sessions, selfcheck)  # fmt: skip
+        if runner is not model:
+            del model
+            _release_memory()
+        return runner, Preprocess(runner.image_resolution)
     return model, Preprocess(model.image_resolution)
+
+
+def _chain(backend: str, precision: str, device) -> list[str] | None:
+    """The paths a load tries in order (see clipmodel.fastpath), or None for a plain torch
+    load (backend torch, or auto on CUDA, or auto with a torch precision)."""
+    from .onnx_export import QUANTIZATIONS
+
+    ort = "onnxruntime "
+    if backend == "onnxruntime":
+        if precision == "auto":
+            tail = ["torch bf16"] * cpu_has_native_bf16() + ["torch fp32"]
+            return [ort + "int8", ort + "int8-mild"] + tail
+        if precision not in QUANTIZATIONS:
+            kinds = ", ".join(QUANTIZATIONS)
+            raise ValueError(
+                f"the onnxruntime backend runs int8 or fp32 ({kinds}), not {precision!r}"
+            )
+        return [ort + precision]
+    if backend == "torch" or resolve_device(device).type == "cuda":
+        return None
+    if precision == "auto":
+        from .fastpath import auto_chain
+
+        return auto_chain("cpu")
+    if precision in QUANTIZATIONS and precision != "fp32":
+        return [ort + precision]
+    return None

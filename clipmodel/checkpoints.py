@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .build import CheckpointFormatError
+from .loaded import LoadedCheckpoint  # noqa: F401  (re-exported)
 
 TRUST_ENV = "CLIPSEARCH_TRUST_TORCHSCRIPT"
-
-
-@dataclass
-class LoadedCheckpoint:
-    """An OpenAI-layout state dict plus what shapes alone cannot tell."""
-
-    state_dict: dict[str, torch.Tensor]
-    format: str
-    sha256: str
-    overrides: dict = field(default_factory=dict)
 
 
 def is_torchscript_archive(path: Path) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .build import CheckpointFormatError
-from .checkpoints import LoadedCheckpoint
+from .loaded import LoadedCheckpoint
 
 # Weight files in order of preference: (single file, shard index).
 WEIGHT_FILES = (

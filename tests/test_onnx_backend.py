@@ -27,6 +27,7 @@ from PIL import Image
 
 import clipmodel as clip
 import clipmodel.onnx_backend as ob
+import clipmodel.onnx_export as ox
 from clipmodel import preprocess as pp
 from indexer.config import ConfigError, load_config
 from indexer.embed.encoder import ClipEncoder, ThreadPlan, effective_backend, thread_plan
@@ -68,18 +69,18 @@ def forbid_export(monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise Exported("exported although the cache holds this model")
 
-    monkeypatch.setattr(ob, "_export_graphs", boom)
+    monkeypatch.setattr(ox, "_export_graphs", boom)
 
 
 def count_exports(monkeypatch) -> list[int]:
     calls: list[int] = []
-    real = ob._export_graphs
+    real = ox._export_graphs
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ob, "_export_graphs", counted)
+    monkeypatch.setattr(ox, "_export_graphs", counted)
     return calls
 
 
@@ -230,7 +231,7 @@ def test_int8_vit_b32_close_to_fp32(tmp_path, coco_images, coco_captions):
     assert img_min >= INT8_BAR and txt_min >= INT8_BAR
     # a model not loaded from a file is keyed by its weights
     assert model.checkpoint_sha256 is None and model.paths[0].name.startswith(
-        ob.cache_key(ref, "int8")
+        ox.cache_key(ref, "int8")
     )
 
 
@@ -257,7 +258,7 @@ def test_pixel_embedding_folds_normalisation(torch_models):
     normalised = torch.from_numpy(((pixels / 255.0 - mean) / std).transpose(0, 3, 1, 2)).float()
     with torch.no_grad():
         conv, _, _ = ref.visual.embed_patches(normalised)
-    q, scale, bias = ob._pixel_embedding(ref)
+    q, scale, bias = ox._pixel_embedding(ref)
     assert q.dtype == np.int8 and np.abs(q).max() == 127
     cols = ob.image_patches(pixels, patch).astype(np.int64)
     ours = torch.from_numpy((cols @ q.astype(np.int64)) * scale + bias).float()
@@ -275,7 +276,7 @@ def test_pixel_embedding_folds_normalisation(torch_models):
 def test_int8_vit_reads_pixels(tiny_int8, onnx_fp32, torch_models, coco_images):
     model, preprocess = tiny_int8
     assert model.pixel_input and not onnx_fp32("tiny-vit")[0].pixel_input
-    assert not ob._pixel_input(torch_models["tiny-rn"][0], "int8")  # ResNets keep float input
+    assert not ox._pixel_input(torch_models["tiny-rn"][0], "int8")  # ResNets keep float input
     r = model.image_resolution
     crops = [
         pp.center_crop(
@@ -335,9 +336,10 @@ def test_cache_reuse_and_keys(tiny_int8, int8_cache, tiny_checkpoint, torch_mode
     model, preprocess = tiny_int8
     ref, _ = torch_models["tiny-vit"]
     files = sorted(p.name for p in (int8_cache / "onnx").iterdir())
-    key = ob.cache_key(ref, "int8")
-    assert files == [f"{key}-image.onnx", f"{key}-text.onnx"]
-    assert [p.name for p in model.paths] == files
+    key = ox.cache_key(ref, "int8")
+    # the graphs, and beside them their self-check (clipmodel.fastpath)
+    assert files == [f"{key}-fidelity.json", f"{key}-image.onnx", f"{key}-text.onnx"]
+    assert [p.name for p in model.paths] == files[1:]
 
     forbid_export(monkeypatch)
     again, _ = onnx_load(tiny_checkpoint, download_root=int8_cache)
@@ -353,7 +355,7 @@ def test_cache_reuse_and_keys(tiny_int8, int8_cache, tiny_checkpoint, torch_mode
     # another precision or another checkpoint: another key, not served from this cache
     other_ckpt = write_random_checkpoint(tmp_path / "other.pt", "tiny-vit", seed=1)
     other, _ = clip.load(other_ckpt, device="cpu", precision="fp32")
-    assert len({key, ob.cache_key(ref, "fp32"), ob.cache_key(other, "int8")}) == 3
+    assert len({key, ox.cache_key(ref, "fp32"), ox.cache_key(other, "int8")}) == 3
     with pytest.raises(Exported):
         onnx_load(tiny_checkpoint, precision="fp32", download_root=int8_cache)
     with pytest.raises(Exported):
@@ -379,7 +381,7 @@ def test_damaged_cache_file_is_reexported(tiny_int8, int8_cache, tiny_checkpoint
 
 
 def test_interrupted_export_leaves_nothing(tiny_checkpoint, tmp_path, monkeypatch):
-    real = ob._quantize
+    real = ox._quantize
     quantized: list[str] = []
 
     def failing(after: int):
@@ -391,27 +393,26 @@ def test_interrupted_export_leaves_nothing(tiny_checkpoint, tmp_path, monkeypatc
 
         return quantize
 
-    monkeypatch.setattr(ob, "_quantize", failing(0))
+    monkeypatch.setattr(ox, "_quantize", failing(0))
     with pytest.raises(RuntimeError, match="interrupted"):
         onnx_load(tiny_checkpoint, download_root=tmp_path)
     assert list((tmp_path / "onnx").iterdir()) == []  # no final files, no .export-* folder
 
     # interrupted while quantizing the second (text) graph: no temporary folder, no text file,
     # and the next load exports a working pair
-    monkeypatch.setattr(ob, "_quantize", failing(1))
+    monkeypatch.setattr(ox, "_quantize", failing(1))
     with pytest.raises(RuntimeError, match="interrupted"):
         onnx_load(tiny_checkpoint, download_root=tmp_path)
     assert quantized == ["image.onnx"]
     left = [p.name for p in (tmp_path / "onnx").iterdir()]
     assert not [n for n in left if n.startswith(".export-") or n.endswith("-text.onnx")], left
-    monkeypatch.setattr(ob, "_quantize", real)
+    monkeypatch.setattr(ox, "_quantize", real)
     calls = count_exports(monkeypatch)
     model, _ = onnx_load(tiny_checkpoint, download_root=tmp_path)
     assert len(calls) == 1 and all(p.is_file() for p in model.paths)
     assert model.encode_text(clip.tokenize(["a dog"])).shape == (1, model.embed_dim)
-    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == sorted(
-        p.name for p in model.paths
-    )
+    left = sorted(p.name for p in (tmp_path / "onnx").iterdir() if p.suffix == ".onnx")
+    assert left == sorted(p.name for p in model.paths)
 
 
 # -- 4. API errors -------------------------------------------------------------------------------
@@ -436,15 +437,15 @@ def test_api_errors(tiny_checkpoint, tiny_int8, tmp_path, monkeypatch):
         model.encode_text(torch.ones(1, 78, dtype=torch.long))
     assert model.encode_text(torch.zeros(0, 77, dtype=torch.long)).shape == (0, model.embed_dim)
     with pytest.raises(ValueError, match="quantize must be one of"):
-        ob.export_onnx(torch.nn.Module(), tmp_path, "int4")
+        ox.export_onnx(torch.nn.Module(), tmp_path, "int4")
 
     # the optional packages are missing: a clear error naming the extra
-    real_find_spec = ob.importlib.util.find_spec
+    real_find_spec = ox.importlib.util.find_spec
 
     def find_spec(name, *args):
         return None if name == "onnxscript" else real_find_spec(name, *args)
 
-    monkeypatch.setattr(ob.importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(ox.importlib.util, "find_spec", find_spec)
     assert not ob.onnxruntime_available()
     with pytest.raises(ob.OnnxUnavailableError, match=r"onnxscript.*clipsearch\[onnx\]"):
         onnx_load(tiny_checkpoint, download_root=tmp_path)

@@ -20,6 +20,7 @@ switches ``CURRENT`` only when it is complete; readers switch on their next quer
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ import numpy as np
 from indexer.config import Config
 from indexer.embed.encoder import ClipEncoder, Encoder, thread_plan
 from indexer.embed.images import thumbnail_file
+from indexer.ingest.fastpaths import apply_check, check_pipeline, fast_paths_doc
 from indexer.ingest.pipeline import Indexer, IndexReport
 from indexer.ingest.scan import check_roots
 from indexer.search.engine import SearchEngine, SearchResults
@@ -51,6 +53,14 @@ from indexer.watch.status import read_status as read_watch_status
 from indexer.watch.status import watch_status
 
 THUMBS_NAME = "thumbs"
+FAST_PATHS_KEY = "fast_paths"  # store metadata: what the last run ran and what it measured
+
+
+def _json_or_none(text: str | None) -> dict | None:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
 
 
 class Library:
@@ -67,6 +77,7 @@ class Library:
         self.dir = cfg.index_dir
         self.thumb_dir = self.dir / THUMBS_NAME
         self._encoder = encoder
+        self._fast_paths_recorded: dict | None = None
         self._lock = WriterLock(self.dir) if writer else None
         self.versions = IndexVersions(self.dir)
         self._store: IndexStore | None = None
@@ -179,10 +190,21 @@ class Library:
         tagger = self.tags.auto_tagger(encoder)
         indexer = Indexer(self.store, encoder, self.cfg, self.thumb_dir, tagger)
         indexer.skip_missing_roots, indexer.stop = skip_missing_roots, stop
+        indexer.jpeg_draft = self._check_fast_paths(encoder)
         report = indexer.run(paths, progress)
         if not paths and (report.removed or report.updated):
             self.collect_thumbnails()
         return report
+
+    def _check_fast_paths(self, encoder: Encoder) -> bool:
+        """Self-check the image pipeline's fast paths once per model (cached), record what
+        runs in the store's metadata (``status``), and return whether JPEG drafts may run."""
+        check = check_pipeline(encoder, self.cfg)
+        doc = fast_paths_doc(encoder, check)
+        if doc != self._fast_paths_recorded:
+            self.store.set_meta({FAST_PATHS_KEY: json.dumps(doc, sort_keys=True)})
+            self._fast_paths_recorded = doc
+        return apply_check(encoder, check)
 
     def collect_thumbnails(self) -> int:
         """Delete thumbnails no image row refers to any more; returns how many."""
@@ -304,7 +326,11 @@ class Library:
             "indexed": counts["ok"],
             "errors": counts["errors"],
             "vectors": counts["vectors"],
-            "faiss": {"kind": vectors.kind, "count": vectors.count, "generation": vectors.generation},
+            "faiss": {
+                "kind": vectors.kind,
+                "count": vectors.count,
+                "generation": vectors.generation,
+            },
             "generation": store.generation(),
             "watch": (watch := self.watch_status()),
             "roots": [
@@ -316,6 +342,7 @@ class Library:
                 for r, n in sorted(store.roots().items())
             ],
             "error_files": [{"id": r.id, "path": r.path, "error": r.error} for r in errors],
+            "fast_paths": _json_or_none(meta.get(FAST_PATHS_KEY)),
         }
 
     # ----------------------------------------------------------------- tags

@@ -7,6 +7,7 @@ from datetime import datetime
 import streamlit as st
 
 from indexer.config import Config
+from indexer.ingest.fastpaths import fast_path_lines
 
 from .. import service
 
@@ -29,6 +30,8 @@ def render(lib, cfg: Config) -> None:  # noqa: ANN001
         f"({status['version']}, {status['faiss']['kind'] or 'empty'} FAISS index) · "
         f"**Watch service:** {watch['detail']}"
     )
+    for label, text in fast_path_lines(status.get("fast_paths")):
+        st.caption(f"**{'Model path' if label == 'runs' else 'Decoding'}:** {text}")
     st.subheader("Folders")
     counts = {r["path"]: r["indexed"] for r in status["roots"]}
     rows = [{"folder": str(r), "photos indexed": counts.pop(str(r), 0)} for r in cfg.roots]

@@ -30,6 +30,7 @@ CORE_MODULES: tuple[str, ...] = (
     "indexer.cli.model",
     "indexer.cli.tags",
     "indexer.cli.watch",
+    "indexer.cli.doctor",
 )
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 

@@ -6,6 +6,7 @@ import argparse
 
 from indexer.cli.registry import command, dump, printable
 from indexer.config import Config
+from indexer.ingest.fastpaths import fast_path_lines
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
@@ -27,6 +28,8 @@ def _cmd_status(args: argparse.Namespace, cfg: Config) -> int:
     print(
         f"model:    {m['name']} (sha256 {str(m['checkpoint_sha256'])[:12]}, dim {m['embed_dim']})"
     )
+    for line in fast_path_lines(doc.get("fast_paths")):
+        print(f"{line[0] + ':':<9} {line[1]}")
     print(f"images:   {doc['indexed']} indexed, {doc['errors']} errors, {doc['images']} files")
     print(f"vectors:  {doc['vectors']} in SQLite, {doc['faiss']['count']} in FAISS "
           f"({doc['faiss']['kind']}), generation {doc['generation']}")  # fmt: skip
@@ -60,3 +63,4 @@ def _print_watch(w: dict, offline: list[str]) -> None:
         print(f"offline:  {printable(path)} (images kept; searched again when it returns)")
     for e in (w.get("errors") or [])[-5:]:
         print(f"watch {e.get('level', 'error')}: {when(e.get('time'))} {e.get('message')}")
+

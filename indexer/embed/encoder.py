@@ -148,6 +148,14 @@ def effective_backend(cfg: Config) -> str:
     return "onnxruntime"
 
 
+def model_source(cfg: Config) -> str:
+    """What ``clipmodel.load`` reads: ``$CLIPSEARCH_WEIGHTS`` / model.weights, else model.name."""
+    weights = cfg.weights_path
+    if weights is not None and not weights.exists():
+        raise EncoderUnavailableError(f"model weights not found: {weights}")
+    return os.fspath(weights) if weights is not None else cfg.model.name
+
+
 def _normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -162,7 +170,9 @@ class ClipEncoder:
     ):
         self.model = model
         self._preprocess = preprocess
-        self._fast_resize = fast_resize
+        # Torch's antialiased resize for model inputs; the indexer turns it off where its
+        # self-check fails (indexer.ingest.fastpaths)
+        self.fast_resize = fast_resize
         # int8 ONNX ViTs take 8-bit pixel patches instead of normalised float images
         self._pixels = bool(getattr(model, "pixel_input", False))
         # Images per encode_images call the model runs best at (0: any; see OnnxCLIP)
@@ -189,12 +199,19 @@ class ClipEncoder:
         torch.set_num_threads(threads)
         backend = effective_backend(cfg)
         weights = cfg.weights_path
-        if weights is not None and not weights.exists():
-            raise EncoderUnavailableError(f"model weights not found: {weights}")
-        source = os.fspath(weights) if weights is not None else cfg.model.name
+        source = model_source(cfg)
         cache = os.fspath(cfg.cache_dir) if cfg.cache_dir else None
+        from clipmodel.api import resolve_device
+
+        m = cfg.model
+        auto = m.backend == m.precision == "auto" and resolve_device(m.device).type == "cpu"
         try:
-            if backend == "onnxruntime":
+            if auto:  # the fastest faithful path, self-checked (clipmodel.fastpath)
+                model, preprocess = clipmodel.load(
+                    source, device="cpu", download_root=cache, backend="auto",
+                    precision="auto", threads=threads, image_sessions=plan.model_sessions,
+                )  # fmt: skip
+            elif backend == "onnxruntime":
                 model, preprocess = clipmodel.load(
                     source, device="cpu", download_root=cache, backend=backend,
                     precision=cfg.model.precision, threads=threads,
@@ -225,11 +242,13 @@ class ClipEncoder:
         or 8-bit pixel patches for a model that reads them."""
         return self.prepare(image)[0]
 
-    def prepare(self, image: Any) -> tuple[Any, Any]:
+    def prepare(self, image: Any, fast_resize: bool | None = None) -> tuple[Any, Any]:
         """:meth:`preprocess`, and the resized image (short side at the model's resolution)
         the input was cropped from, or None where OpenAI's preprocessing ran as one step.
-        The indexer makes thumbnails from it: a small shrink instead of a large one."""
-        if not (self._fast_resize or self._pixels):
+        The indexer makes thumbnails from it: a small shrink instead of a large one.
+        ``fast_resize`` overrides the encoder's setting for this call."""
+        fast = self.fast_resize if fast_resize is None else fast_resize
+        if not (fast or self._pixels):
             return self._preprocess(image), None  # OpenAI's preprocessing, exactly
         from clipmodel import preprocess as pp
 
@@ -237,7 +256,7 @@ class ClipEncoder:
         img = pp.to_supported_mode(
             pp.open_image(image, getattr(self._preprocess, "max_pixels", None))
         )
-        resize = pp.resize_short_side_fast if self._fast_resize else pp.resize_short_side
+        resize = pp.resize_short_side_fast if fast else pp.resize_short_side
         resized = resize(img, n)
         img = pp.center_crop(resized, n)
         if not self._pixels:
@@ -250,11 +269,23 @@ class ClipEncoder:
     @property
     def runtime(self) -> str:
         """What runs the model, e.g. "torch bfloat16 on cpu" or "onnxruntime int8 on cpu"."""
+        path = getattr(self.model, "fast_path", None)
+        if path is not None and path.startswith("onnxruntime"):
+            return f"{path} on cpu"
         quantize = getattr(self.model, "quantize", None)
         if quantize is not None:
             return f"onnxruntime {quantize} on cpu"
         device, dtype = self._device_dtype()
         return f"torch {str(dtype).removeprefix('torch.')} on {device}"
+
+    def fidelity(self) -> dict | None:
+        """The self-checked path that runs and what it measured (``clipmodel.fastpath``), or
+        None for a model loaded without a check (an explicit torch backend or precision)."""
+        if getattr(self.model, "fidelity", None) is None:
+            return None
+        from clipmodel.fastpath import describe
+
+        return describe(self.model)
 
     def _device_dtype(self) -> tuple[Any, Any]:
         if hasattr(self.model, "quantize"):  # OnnxCLIP: float32 in, CPU

@@ -133,6 +133,9 @@ class Indexer:
     # True ends the run after the current model batch (committed; the sweep is left for the
     # next run), and sets ``stopped``.
     skip_missing_roots: bool = False
+    # JPEG draft decoding (index.jpeg_draft), unless its self-check refused it
+    # (indexer.ingest.fastpaths; set by the Library)
+    jpeg_draft: bool = True
     stop = None
     stopped: bool = False
 
@@ -160,7 +163,8 @@ class Indexer:
             if allow_known and self._known.get(digest):
                 return _Result(work, "known", digest)
             dec = decode(
-                data, self.cfg.library.max_pixels, self.draft if self.cfg.index.jpeg_draft else None
+                data, self.cfg.library.max_pixels,
+                self.draft if self.cfg.index.jpeg_draft and self.jpeg_draft else None,
             )
             del data
             prepare = getattr(self.encoder, "prepare", None)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 
 import numpy as np
@@ -106,6 +106,11 @@ class IndexStore(abc.ABC):
     @abc.abstractmethod
     def bind_model(self, identity: ModelIdentity) -> None:
         """Record ``identity`` as this index's model (checked first; writers only)."""
+
+    @abc.abstractmethod
+    def set_meta(self, values: Mapping[str, str]) -> None:
+        """Upsert free-form metadata keys in one transaction (writers only), e.g. the
+        ``fast_paths`` a run used; the model keys are :meth:`bind_model`'s."""
 
     def dim(self) -> int | None:
         """The vectors' dimension (None before the first model is bound)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,10 @@ class SqliteStore(SqliteTags, IndexStore):
                     preprocess=identity.preprocess,
                     created_at=time.time(),
                 )
+
+    def set_meta(self, values: Mapping[str, str]) -> None:
+        with self._begin() as conn:
+            db.set_meta(conn, **dict(values))
 
     # ----------------------------------------------------------------- FAISS sync
     def _faiss_signature(self) -> tuple | None:

@@ -227,10 +227,12 @@ class SearchEngine:
             qvec, described = self.query_vector(store, None, image, terms)
         else:
             qvec, described = None, []
+        cvec = self._concept_vector(store, concepts) if concepts else None  # checks the names
+        described += [{"kind": "concept", "value": c, "weight": 1.0} for c in concepts]
         if liked or unliked:
             qvec = self._feedback(store, qvec, liked, unliked, described)
         elif qvec is None:  # concepts only: rank the photos they apply to by the concept
-            qvec = self._concept_vector(store, concepts)
+            qvec = cvec
         state = store.vector_state()
         if state.count == 0:
             return SearchResults([], 0, "top_k", described)
@@ -308,7 +310,11 @@ class SearchEngine:
     def _concept_vector(self, store: IndexStore, concepts: list[str]) -> np.ndarray:
         if self._concept_direction is None:
             raise QueryError("concept: needs personal concepts, which this index does not have")
-        return np.asarray(self._concept_direction(concepts), dtype=np.float32).reshape(-1)
+        try:
+            vec = self._concept_direction(concepts)
+        except ValueError as exc:  # an unknown concept
+            raise QueryError(str(exc)) from None
+        return np.asarray(vec, dtype=np.float32).reshape(-1)
 
     def _tagged_ids(self, store: IndexStore, tags: list[str]) -> np.ndarray:
         if self._tag_ids is not None:

@@ -34,6 +34,7 @@ from indexer.ingest.pipeline import Indexer, IndexReport
 from indexer.ingest.scan import check_roots
 from indexer.learn.apply import ConceptTagger, Hooks
 from indexer.learn.service import ConceptService
+from indexer.search.albums import AlbumService
 from indexer.search.engine import SearchEngine, SearchResults
 from indexer.store import (
     IndexMissingError,
@@ -78,7 +79,9 @@ class Library:
         self.search_engine = SearchEngine(self._get_store, self.encoder, self.tags.ids_with_tags,
                                           lambda names: self.concepts.direction(names))  # fmt: skip
         self.concepts = ConceptService(self._get_store, self.encoder, self.search_engine.resolve_ids,
-                                       lambda: set(self.tags.vocabulary().tags))  # fmt: skip
+                                       lambda: set(self.tags.vocabulary().tags),
+                                       self._require_writer)  # fmt: skip
+        self.albums = AlbumService(self._get_store, self.search, self._require_writer)
         self.tags.always_shown = lambda: {c.name for c in self._get_store().concepts()}
         if not writer:
             # One query at a time: a single FAISS thread is as fast and never stalls on an

@@ -204,7 +204,7 @@ def test_cli_concepts(lib_env):
     assert run_json(["concept", "delete", "cli y"], cfg_path) == {"deleted": "cli y"}
 
 
-def test_schema_2_index_migrates_to_3(tmp_path, sample_images):
+def test_schema_2_index_migrates_to_concepts_and_albums(tmp_path, sample_images):
     from indexer.embed.encoder import HashEncoder
 
     from .indexer_helpers import copy_images
@@ -216,16 +216,18 @@ def test_schema_2_index_migrates_to_3(tmp_path, sample_images):
         lib.index(progress=False)
     con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
     con.execute("DROP TABLE concepts")
+    con.execute("DROP TABLE albums")
     con.execute("UPDATE schema_version SET version = 2")
     con.commit()
     con.close()
-    with pytest.raises(db.SchemaError, match="schema 2; run `clipsearch index` to migrate it to 3"):
+    with pytest.raises(db.SchemaError, match="schema 2; run `clipsearch index` to migrate it to 4"):
         Library.open(cfg, encoder=HashEncoder())
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
         assert lib.concepts.list() == []
         lib.concepts.teach("four", list(range(1, 4)))
         assert lib.tag_counts()["dog"] == 4
     con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
-    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == 3
+    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == 4
     assert [r[0] for r in con.execute("SELECT name FROM concepts")] == ["four"]
+    assert con.execute("SELECT COUNT(*) FROM albums").fetchone()[0] == 0
     con.close()

@@ -247,12 +247,13 @@ def _make_v1(cfg) -> None:
     con.execute("DROP TABLE tags")
     con.execute("DROP TABLE tag_defs")
     con.execute("DROP TABLE concepts")  # schema 3
+    con.execute("DROP TABLE albums")  # schema 4
     con.execute("DELETE FROM meta WHERE key IN ('tags_gen', 'concepts_gen')")
     con.execute("UPDATE schema_version SET version = 1")
     con.commit()
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     con.close()
-    v1 = {t.name for t in db.Base.metadata.sorted_tables} - {"tags", "tag_defs", "concepts"}
+    v1 = {t.name for t in db.Base.metadata.sorted_tables} - {"tags", "tag_defs", "concepts", "albums"}
     assert names - {"sqlite_sequence"} == v1
 
 

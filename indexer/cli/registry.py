@@ -31,6 +31,7 @@ CORE_MODULES: tuple[str, ...] = (
     "indexer.cli.tags",
     "indexer.cli.watch",
     "indexer.cli.concepts",
+    "indexer.cli.albums",
 )
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
@@ -76,13 +77,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from indexer.ingest.pipeline import PathOutsideRootsError
     from indexer.ingest.scan import RootMissingError
     from indexer.learn.service import ConceptError
+    from indexer.search.albums import AlbumError
     from indexer.search.engine import QueryError
     from indexer.store import IndexBusyError, IndexMissingError, ModelMismatchError, SchemaError
 
     return (UserError, ConfigError, RootMissingError, PathOutsideRootsError, FileNotFoundError,
             ModelMismatchError, EncoderUnavailableError, IndexMissingError, IndexBusyError,
             QueryError, SchemaError, PermissionError, NotADirectoryError,
-            ConceptError)  # fmt: skip
+            ConceptError, AlbumError)  # fmt: skip
 
 
 def printable(path: str) -> str:

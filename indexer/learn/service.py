@@ -44,11 +44,13 @@ class ConceptService:
         get_encoder: Callable[[], Encoder],
         resolve: Resolve,
         vocabulary_tags: Callable[[], set[str]],
+        require_writer: Callable[[], None] = lambda: None,
     ):
         self._get_store = get_store
         self._get_encoder = get_encoder
         self._resolve = resolve
         self._vocabulary_tags = vocabulary_tags
+        self._require_writer = require_writer  # changing concepts needs the writer lock
 
     # ----------------------------------------------------------------- reading
     def list(self) -> list[Concept]:
@@ -88,6 +90,7 @@ class ConceptService:
         """Fit concept ``name`` on >= 3 example photos (ids or indexed paths), optional
         counter-examples and text hint; store it and tag the library with it (one transaction).
         ``replace``: refit an existing concept instead of refusing the name."""
+        self._require_writer()
         name = check_name(name)
         if name in self._vocabulary_tags():
             raise ConceptError(f"{name!r} is a tag of the vocabulary; pick another concept name")
@@ -124,6 +127,7 @@ class ConceptService:
 
     def delete(self, name: str) -> None:
         """Delete a concept and its tags."""
+        self._require_writer()
         c = self.get(name)
         with self._get_store().tag_transaction() as tx:
             tx.drop_concept(c.name)

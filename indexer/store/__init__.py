@@ -22,6 +22,7 @@ from indexer.store.errors import (
 from indexer.store.records import (
     STATUS_ERROR,
     STATUS_OK,
+    Album,
     Changes,
     Concept,
     Record,
@@ -30,7 +31,7 @@ from indexer.store.records import (
 )
 
 __all__ = [
-    "STATUS_ERROR", "STATUS_OK", "Changes", "Concept", "IndexBusyError", "IndexMissingError", "IndexStore",
+    "STATUS_ERROR", "STATUS_OK", "Album", "Changes", "Concept", "IndexBusyError", "IndexMissingError", "IndexStore",
     "ModelMismatchError", "Record", "SchemaError", "StoreError", "StoreUnavailableError",
     "TagList", "TagView", "TagWriter", "VectorState", "open_store", "set_search_threads",
 ]  # fmt: skip

@@ -21,6 +21,8 @@ Contract (every backend):
   fitted model; its tag rows live with the other tags (the tag is the concept's name) and go
   with their vectors alike, but follow their own *concepts generation*: vectors written since
   it have not been scored by the concepts yet. Zero-shot tag writes never touch concept rows.
+* **Albums.** Smart albums are saved searches (:class:`~indexer.store.records.Album`), stored
+  by name; the store keeps their definition only (results are searched when read).
 * **Writers.** At most one writer per index (``writer=True``; the caller holds the writer lock);
   any number of readers, in other processes too, see only committed generations.
 * **Threads.** Reads may come from several threads (each opens its own connection; searching
@@ -43,7 +45,7 @@ from contextlib import AbstractContextManager
 import numpy as np
 
 from indexer.store.errors import ModelMismatchError
-from indexer.store.records import Changes, Concept, Record, TagView, VectorState
+from indexer.store.records import Album, Changes, Concept, Record, TagView, VectorState
 from indexer.types import ModelIdentity
 
 TagList = list[tuple[str, float]]
@@ -273,6 +275,18 @@ class IndexStore(abc.ABC):
     @abc.abstractmethod
     def concepts(self) -> list[Concept]:
         """Every stored concept, by name (as of the last commit)."""
+
+    @abc.abstractmethod
+    def albums(self) -> list[Album]:
+        """Every smart album, by name."""
+
+    @abc.abstractmethod
+    def put_album(self, album: Album) -> None:
+        """Insert or replace the album named ``album.name`` (writers only)."""
+
+    @abc.abstractmethod
+    def drop_album(self, name: str) -> bool:
+        """Delete the album; False if there was none (writers only)."""
 
     def last_modified(self) -> float | None:
         """When the stored data last changed (epoch seconds; None if the backend cannot tell)."""

@@ -100,3 +100,14 @@ class Concept:
     stats: dict = field(default_factory=dict)
     created: float = 0.0
     updated: float = 0.0
+
+
+@dataclass
+class Album:
+    """A smart album: a saved search (``spec``: query text, marked photos, concepts, filters,
+    cut-off; see :mod:`indexer.search.albums`) run again whenever it is read."""
+
+    name: str
+    spec: dict
+    created: float = 0.0
+    updated: float = 0.0

@@ -1,4 +1,5 @@
-"""Personal concepts in SQLite (schema 3): the ``concepts`` table and the ``concepts_gen`` key.
+"""Personal concepts (schema 3: the ``concepts`` table, the ``concepts_gen`` key) and smart
+albums (schema 4: the ``albums`` table) in SQLite.
 
 A concept's tag rows are ordinary ``tags`` rows named after it; these functions run on the
 connection of one transaction (the tag writer's) or of a read.
@@ -12,10 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy import Connection, delete, select
 
-from indexer.store.records import Concept
+from indexer.store.records import Album, Concept
 from indexer.store.sqlite import schema as db
 from indexer.store.sqlite.queries import chunks
-from indexer.store.sqlite.schema import ConceptRow, MetaRow, TagRow
+from indexer.store.sqlite.schema import AlbumRow, ConceptRow, MetaRow, TagRow
 
 CONCEPTS_GEN_KEY = "concepts_gen"
 
@@ -70,3 +71,19 @@ def delete_concept_rows(conn: Connection, names: Sequence[str], ids: Sequence[in
         else:
             for id_part in chunks(list(ids)):
                 conn.execute(q.where(TagRow.image_id.in_(id_part)))
+
+
+def read_albums(conn: Connection) -> list[Album]:
+    rows = conn.execute(select(AlbumRow.__table__).order_by(AlbumRow.name)).all()
+    return [Album(r.name, json.loads(r.spec), r.created, r.updated) for r in rows]
+
+
+def put_album(conn: Connection, album: Album) -> None:
+    conn.execute(delete(AlbumRow).where(AlbumRow.name == album.name))
+    conn.execute(AlbumRow.__table__.insert().values(
+        name=album.name, spec=json.dumps(album.spec, sort_keys=True),
+        created=float(album.created), updated=float(album.updated)))  # fmt: skip
+
+
+def drop_album(conn: Connection, name: str) -> bool:
+    return bool(conn.execute(delete(AlbumRow).where(AlbumRow.name == name)).rowcount)

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, text
 
 from indexer.store.base import TagList, TagWriter
-from indexer.store.records import Concept, TagView
+from indexer.store.records import Album, Concept, TagView
 from indexer.store.sqlite import concepts as concept_sql
 from indexer.store.sqlite import schema as db
 from indexer.store.sqlite.queries import StoreQueries, chunks, vector_pages
@@ -150,6 +150,18 @@ class SqliteTags(StoreQueries):
     def concepts(self) -> list[Concept]:
         with self._connect() as conn:
             return concept_sql.read_concepts(conn)
+
+    def albums(self) -> list[Album]:
+        with self._connect() as conn:
+            return concept_sql.read_albums(conn)
+
+    def put_album(self, album: Album) -> None:
+        with self._begin() as conn:
+            concept_sql.put_album(conn, album)
+
+    def drop_album(self, name: str) -> bool:
+        with self._begin() as conn:
+            return concept_sql.drop_album(conn, name)
 
     def tag_fingerprints(self) -> dict[str, str]:
         with self._connect() as conn:

@@ -44,10 +44,13 @@ class SearchRequest:
     until: str | None = None
     tags: tuple[str, ...] = ()
     sort: str = "relevance"
+    liked: tuple[int, ...] = ()  # relevance feedback: results marked good
+    unliked: tuple[int, ...] = ()  # and bad
 
     def has_query(self) -> bool:
         return bool(
             self.text.strip() or self.without.strip() or self.image or self.like_id is not None
+            or self.liked
         )
 
     def key(self, generation: object = None) -> str:
@@ -55,6 +58,7 @@ class SearchRequest:
         parts = [
             self.text, self.without, self.image_name, self.like_id, self.k, self.threshold,
             self.adaptive, self.folder, self.since, self.until, self.tags, self.sort, generation,
+            self.liked, self.unliked,
             hashlib.sha256(self.image).hexdigest() if self.image else None,
         ]  # fmt: skip
         return hashlib.sha256(repr(parts).encode()).hexdigest()
@@ -111,6 +115,20 @@ def query_vector(lib: Any, terms: list, image: bytes | None, like_id: int | None
         raise QueryError(str(exc)) from None
 
 
+def feedback_vector(
+    lib: Any, vec: np.ndarray | None, liked: Sequence[int], unliked: Sequence[int]
+) -> np.ndarray:
+    """The query vector moved toward the photos marked good and away from the bad ones."""
+    from indexer.search.feedback import rocchio
+
+    engine, store = lib.search_engine, lib.store
+    pos, neg = engine.mark_vectors(store, list(liked)), engine.mark_vectors(store, list(unliked))
+    try:
+        return rocchio(vec, pos, neg)
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
+
+
 def _describe(terms: list, req: SearchRequest) -> list[dict]:
     out = [{"kind": t.kind, "value": t.value, "weight": t.weight} for t in terms]
     if req.image is not None:
@@ -129,7 +147,11 @@ def run_search(
     """Run ``req`` against ``lib``; raises QueryError / UnsafePathError / the Library's errors."""
     start = time.perf_counter()
     terms = build_terms(req.text, req.without, roots)
-    vec = query_vector(lib, terms, req.image, req.like_id)
+    vec = None
+    if terms or req.image is not None or req.like_id is not None or not req.liked:
+        vec = query_vector(lib, terms, req.image, req.like_id)
+    if req.liked or req.unliked:  # the marks re-rank the query (Rocchio on stored vectors)
+        vec = feedback_vector(lib, vec, req.liked, req.unliked)
     kwargs = dict(threshold=req.threshold, adaptive=req.adaptive, folder=req.folder,
                   since=req.since, until=req.until)  # fmt: skip
     extra = 1 if req.like_id is not None else 0  # the example itself is left out

@@ -3,7 +3,8 @@
 The positives are the user's examples (and a text hint's embedding, if given), the negatives
 the user's counter-examples plus a random sample of the library (most photos are not the
 concept). The threshold is calibrated on held-out scores: each positive is scored by a model
-fitted without it (leave-one-out, at most ``_FOLDS`` folds), the negatives by k-fold, and the
+fitted without it (its fold of ``_FOLDS``: leave-one-out for 3 examples), the negatives
+likewise, and the
 threshold sits between the weakest held-out positive and the strongest held-out negatives.
 scikit-learn is imported only when a concept is fitted.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 MIN_EXAMPLES = 3
 NEGATIVE_SAMPLE = 2000  # random library photos used as negatives
-_FOLDS = 5
+_FOLDS = 3
 _C = 1.0
 _NEG_QUANTILE = 0.995  # held-out negatives kept below the threshold (if the positives allow)
 HINT_WEIGHT = 0.5  # a text hint pulls the concept's direction this far toward the text

@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -115,6 +115,14 @@ def query_vector(lib: Any, terms: list, image: bytes | None, like_id: int | None
         raise QueryError(str(exc)) from None
 
 
+class _TagIds:
+    def __init__(self, lib: Any):
+        self.lib = lib
+
+    def ids_with(self, tags: Sequence[str]) -> set[int]:
+        return {int(i) for i in self.lib.ids_with_tags(list(tags))}
+
+
 def feedback_vector(
     lib: Any, vec: np.ndarray | None, liked: Sequence[int], unliked: Sequence[int]
 ) -> np.ndarray:
@@ -147,15 +155,29 @@ def run_search(
     """Run ``req`` against ``lib``; raises QueryError / UnsafePathError / the Library's errors."""
     start = time.perf_counter()
     terms = build_terms(req.text, req.without, roots)
+    # like:/unlike: name indexed photos (ids or indexed paths: no file is read), concept: a tag
+    liked = (*req.liked, *(t.value for t in terms if t.kind == "like"))
+    unliked = (*req.unliked, *(t.value for t in terms if t.kind == "unlike"))
+    concepts = [t.value for t in terms if t.kind == "concept"]
+    terms = [t for t in terms if t.kind in ("text", "image")]
     vec = None
-    if terms or req.image is not None or req.like_id is not None or not req.liked:
+    if terms or req.image is not None or req.like_id is not None or not (liked or concepts):
         vec = query_vector(lib, terms, req.image, req.like_id)
-    if req.liked or req.unliked:  # the marks re-rank the query (Rocchio on stored vectors)
-        vec = feedback_vector(lib, vec, req.liked, req.unliked)
+    if concepts:
+        try:
+            cvec = lib.concepts.direction(concepts)
+        except ValueError as exc:  # an unknown concept
+            raise QueryError(str(exc)) from None
+        vec = cvec if vec is None and not liked else vec
+        req = replace(req, tags=(*req.tags, *concepts))
+    if liked or unliked:  # the marks re-rank the query (Rocchio on stored vectors)
+        vec = feedback_vector(lib, vec, liked, unliked)
     kwargs = dict(threshold=req.threshold, adaptive=req.adaptive, folder=req.folder,
                   since=req.since, until=req.until)  # fmt: skip
     extra = 1 if req.like_id is not None else 0  # the example itself is left out
     allowed = None
+    if req.tags and tag_source is None and concepts:
+        tag_source = _TagIds(lib)
     if req.tags and tag_source is not None:
         allowed = tag_source.ids_with(req.tags)
     k = req.k + extra

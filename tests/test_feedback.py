@@ -121,3 +121,27 @@ def test_cli_like_unlike(lib_cfg):
         "clipsearch: error: photo '/nowhere/x.jpg' is not in the index (give an id or an "
         "indexed path)"
     ]
+
+
+def test_ui_service_marks_and_mark_syntax(lib_cfg):
+    """The UI's search (app.service) re-ranks from its marks and from like:/unlike: terms,
+    without reading files named in marks (only indexed photos can be marked)."""
+    from app import service
+
+    cfg, _, fam, other = lib_cfg
+    with Library.open(cfg) as lib:
+        expected = [h.id for h in lib.search(f"id:{fam[1]}", like=[fam[2], fam[3]],
+                                             unlike=[other[0]], k=12).hits]  # fmt: skip
+        marks = service.SearchRequest(text=f"id:{fam[1]}", k=12, liked=(fam[2], fam[3]),
+                                      unliked=(other[0],))  # fmt: skip
+        syntax = service.SearchRequest(text=f"id:{fam[1]} + like:{fam[2]} + like:{fam[3]} "
+                                            f"+ unlike:{other[0]}", k=12)  # fmt: skip
+        plain = service.SearchRequest(text=f"id:{fam[1]}", k=12)
+        got = [h.id for h in service.run_search(lib, marks, cfg.roots).hits]
+        assert got == expected
+        assert [h.id for h in service.run_search(lib, syntax, cfg.roots).hits] == expected
+        assert [h.id for h in service.run_search(lib, plain, cfg.roots).hits] != expected
+        assert marks.key() != plain.key()  # the marks are part of the cached request
+        with pytest.raises(QueryError, match="'/etc/passwd' is not in the index"):
+            service.run_search(lib, service.SearchRequest(text="dog + like:/etc/passwd"),
+                               cfg.roots)  # fmt: skip

@@ -134,6 +134,8 @@ class SearchEngine:
     def term_vector(self, store: IndexStore, term) -> np.ndarray:
         """The unit vector of one parsed query term."""
         kind, value = term.kind, term.value
+        if kind in ("like", "unlike", "concept"):
+            raise QueryError(f"{kind}: terms are marks or filters, not query vectors")
         if kind == "text":
             return self._encoder(store).encode_texts([value])[0]
         if kind == "id" or isinstance(value, int):

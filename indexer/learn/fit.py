@@ -18,7 +18,7 @@ import numpy as np
 MIN_EXAMPLES = 3
 NEGATIVE_SAMPLE = 2000  # random library photos used as negatives
 _FOLDS = 3
-_C = 100.0  # weak regularisation: CLIP vectors share a large common component
+_C = 10.0  # weak regularisation: CLIP vectors share a large common component
 _NEG_QUANTILE = 0.995  # held-out negatives kept below the threshold (if the positives allow)
 HINT_WEIGHT = 0.5  # a text hint pulls the concept's direction this far toward the text
 _EXPLICIT_WEIGHT = 5.0  # a user's counter-example counts as much as this many random photos

@@ -21,14 +21,14 @@ import streamlit as st  # noqa: E402
 
 from app import safety, state  # noqa: E402
 from app.tags import tag_source  # noqa: E402
-from app.views import detail, errors, library, search  # noqa: E402
+from app.views import detail, errors, learn, library, search  # noqa: E402
 from app.views import tags as tags_view  # noqa: E402
 
 # Widget values that survive switching views (Streamlit drops the state of widgets that a run
 # does not draw; assigning the value to itself keeps it).
 _KEPT = ("q", "without", "k", "use_threshold", "threshold", "adaptive", "sort", "folder",
          "since", "until", "tags")  # fmt: skip
-_VIEWS = {"search": "Search", "library": "Library", "tags": "Tags"}
+_VIEWS = {"search": "Search", "library": "Library", "tags": "Tags", "albums": "Albums"}
 
 
 def _keep_widget_state() -> None:
@@ -99,7 +99,7 @@ def main() -> None:
         with state.library_lock():
             lib = state.get_library(cfg)
             tags = tag_source(lib)
-            views = ["Search", "Library"] + (["Tags"] if tags is not None else [])
+            views = ["Search", "Albums", "Library"] + (["Tags"] if tags is not None else [])
             if st.session_state.get("view") not in views:
                 st.session_state.view = "Search"
             view = st.sidebar.radio("View", views, key="view", horizontal=True,
@@ -109,6 +109,8 @@ def main() -> None:
             detail_id = st.session_state.get("detail_id")
             if view == "Library":
                 library.render(lib, cfg)
+            elif view == "Albums":
+                learn.render_albums(lib, cfg)
             elif view == "Tags" and tags is not None:
                 tags_view.render(tags)
             elif detail_id is not None:

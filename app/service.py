@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -44,10 +44,13 @@ class SearchRequest:
     until: str | None = None
     tags: tuple[str, ...] = ()
     sort: str = "relevance"
+    liked: tuple[int, ...] = ()  # relevance feedback: results marked good
+    unliked: tuple[int, ...] = ()  # and bad
 
     def has_query(self) -> bool:
         return bool(
             self.text.strip() or self.without.strip() or self.image or self.like_id is not None
+            or self.liked
         )
 
     def key(self, generation: object = None) -> str:
@@ -55,6 +58,7 @@ class SearchRequest:
         parts = [
             self.text, self.without, self.image_name, self.like_id, self.k, self.threshold,
             self.adaptive, self.folder, self.since, self.until, self.tags, self.sort, generation,
+            self.liked, self.unliked,
             hashlib.sha256(self.image).hexdigest() if self.image else None,
         ]  # fmt: skip
         return hashlib.sha256(repr(parts).encode()).hexdigest()
@@ -111,6 +115,28 @@ def query_vector(lib: Any, terms: list, image: bytes | None, like_id: int | None
         raise QueryError(str(exc)) from None
 
 
+class _TagIds:
+    def __init__(self, lib: Any):
+        self.lib = lib
+
+    def ids_with(self, tags: Sequence[str]) -> set[int]:
+        return {int(i) for i in self.lib.ids_with_tags(list(tags))}
+
+
+def feedback_vector(
+    lib: Any, vec: np.ndarray | None, liked: Sequence[int], unliked: Sequence[int]
+) -> np.ndarray:
+    """The query vector moved toward the photos marked good and away from the bad ones."""
+    from indexer.search.feedback import rocchio
+
+    engine, store = lib.search_engine, lib.store
+    pos, neg = engine.mark_vectors(store, list(liked)), engine.mark_vectors(store, list(unliked))
+    try:
+        return rocchio(vec, pos, neg)
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
+
+
 def _describe(terms: list, req: SearchRequest) -> list[dict]:
     out = [{"kind": t.kind, "value": t.value, "weight": t.weight} for t in terms]
     if req.image is not None:
@@ -129,11 +155,29 @@ def run_search(
     """Run ``req`` against ``lib``; raises QueryError / UnsafePathError / the Library's errors."""
     start = time.perf_counter()
     terms = build_terms(req.text, req.without, roots)
-    vec = query_vector(lib, terms, req.image, req.like_id)
+    # like:/unlike: name indexed photos (ids or indexed paths: no file is read), concept: a tag
+    liked = (*req.liked, *(t.value for t in terms if t.kind == "like"))
+    unliked = (*req.unliked, *(t.value for t in terms if t.kind == "unlike"))
+    concepts = [t.value for t in terms if t.kind == "concept"]
+    terms = [t for t in terms if t.kind in ("text", "image")]
+    vec = None
+    if terms or req.image is not None or req.like_id is not None or not (liked or concepts):
+        vec = query_vector(lib, terms, req.image, req.like_id)
+    if concepts:
+        try:
+            cvec = lib.concepts.direction(concepts)
+        except ValueError as exc:  # an unknown concept
+            raise QueryError(str(exc)) from None
+        vec = cvec if vec is None and not liked else vec
+        req = replace(req, tags=(*req.tags, *concepts))
+    if liked or unliked:  # the marks re-rank the query (Rocchio on stored vectors)
+        vec = feedback_vector(lib, vec, liked, unliked)
     kwargs = dict(threshold=req.threshold, adaptive=req.adaptive, folder=req.folder,
                   since=req.since, until=req.until)  # fmt: skip
     extra = 1 if req.like_id is not None else 0  # the example itself is left out
     allowed = None
+    if req.tags and tag_source is None and concepts:
+        tag_source = _TagIds(lib)
     if req.tags and tag_source is not None:
         allowed = tag_source.ids_with(req.tags)
     k = req.k + extra

@@ -34,6 +34,9 @@ from indexer.embed.images import thumbnail_file
 from indexer.ingest.fastpaths import apply_check, check_pipeline, fast_paths_doc
 from indexer.ingest.pipeline import Indexer, IndexReport
 from indexer.ingest.scan import check_roots
+from indexer.learn.apply import ConceptTagger, Hooks
+from indexer.learn.service import ConceptService
+from indexer.search.albums import AlbumService
 from indexer.search.engine import SearchEngine, SearchResults
 from indexer.store import (
     IndexMissingError,
@@ -84,7 +87,13 @@ class Library:
         self._current_sig: tuple | None = None
         self._mutex = threading.RLock()  # one Library may be shared by threads (e.g. the UI)
         self.tags = TagService(cfg, self._get_store, self.encoder)
-        self.search_engine = SearchEngine(self._get_store, self.encoder, self.tags.ids_with_tags)
+        self.search_engine = SearchEngine(self._get_store, self.encoder, self.tags.ids_with_tags,
+                                          lambda names: self.concepts.direction(names))  # fmt: skip
+        self.concepts = ConceptService(self._get_store, self.encoder, self.search_engine.resolve_ids,
+                                       lambda: set(self.tags.vocabulary().tags),
+                                       self._require_writer)  # fmt: skip
+        self.albums = AlbumService(self._get_store, self.search, self._require_writer)
+        self.tags.always_shown = lambda: {c.name for c in self._get_store().concepts()}
         if not writer:
             # One query at a time: a single FAISS thread is as fast and never stalls on an
             # OpenMP barrier while another process (a running indexer) holds the other core.
@@ -187,7 +196,7 @@ class Library:
             check_roots(self.cfg.roots)  # before the (slow) model load
         encoder = self.encoder()
         self.store.check_model(encoder.identity)
-        tagger = self.tags.auto_tagger(encoder)
+        tagger = Hooks(self.tags.auto_tagger(encoder), ConceptTagger())
         indexer = Indexer(self.store, encoder, self.cfg, self.thumb_dir, tagger)
         indexer.skip_missing_roots, indexer.stop = skip_missing_roots, stop
         indexer.jpeg_draft = self._check_fast_paths(encoder)
@@ -232,8 +241,11 @@ class Library:
         self.versions.remove(name)  # an interrupted attempt
         new = open_store(self.versions.path(name), writer=True, kind=self.cfg.index.kind)
         try:
-            tagger = self.tags.auto_tagger(encoder)
+            tagger = Hooks(self.tags.auto_tagger(encoder), ConceptTagger())
             report = Indexer(new, encoder, self.cfg, self.thumb_dir, tagger).run(None, progress)
+            # personal concepts are refitted on the new model's vectors (examples by path)
+            if self.versions.current() is not None:
+                report.concepts_lost = self.concepts.carry_over(self.store, new)
         except BaseException:
             new.close()
             raise

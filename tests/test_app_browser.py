@@ -101,7 +101,7 @@ def server(tmp_path_factory, coco_images):
             if time.monotonic() > deadline:
                 pytest.fail(f"`clipsearch ui` did not answer: {(root / 'ui.log').read_text()}")
             time.sleep(0.3)
-        yield {"url": url, "images": images, "root": root, "photos": photos}
+        yield {"url": url, "images": images, "root": root, "photos": photos, "config": config}
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:

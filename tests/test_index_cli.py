@@ -20,7 +20,8 @@ RESULT_KEYS = {"rank", "id", "path", "score", "root", "width", "height", "taken_
 STATUS_KEYS = {"index_dir", "version", "model", "images", "indexed", "errors", "vectors", "faiss",
                "generation", "roots", "error_files", "watch"}  # fmt: skip
 REPORT_KEYS = {"scanned", "unchanged", "added", "updated", "touched", "moved", "copied", "errors",
-               "removed", "encoded", "seconds", "images_per_second", "unlisted_folders"}  # fmt: skip
+               "removed", "encoded", "seconds", "images_per_second", "unlisted_folders",
+               "concepts_lost"}  # fmt: skip
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
@@ -47,7 +48,7 @@ def test_index_search_status_json(library):
     proc = run_cli(["search", "a dog on a sofa", "-k", "3", "--json"], cfg)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert set(doc) == {"query", "image", "k", "cutoff", "candidates", "count", "results"}
+    assert set(doc) == {"query", "image", "k", "cutoff", "candidates", "count", "terms", "results"}
     assert doc["k"] == 3 and doc["count"] == 3 and doc["candidates"] == 12
     assert doc["cutoff"] == "top_k" and doc["query"] == "a dog on a sofa"
     for rank, r in enumerate(doc["results"], 1):

@@ -246,12 +246,14 @@ def _make_v1(cfg) -> None:
     con = sqlite3.connect(path)
     con.execute("DROP TABLE tags")
     con.execute("DROP TABLE tag_defs")
-    con.execute("DELETE FROM meta WHERE key = 'tags_gen'")
+    con.execute("DROP TABLE concepts")  # schema 3
+    con.execute("DROP TABLE albums")  # schema 4
+    con.execute("DELETE FROM meta WHERE key IN ('tags_gen', 'concepts_gen')")
     con.execute("UPDATE schema_version SET version = 1")
     con.commit()
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     con.close()
-    v1 = {t.name for t in db.Base.metadata.sorted_tables} - {"tags", "tag_defs"}
+    v1 = {t.name for t in db.Base.metadata.sorted_tables} - {"tags", "tag_defs", "concepts", "albums"}
     assert names - {"sqlite_sequence"} == v1
 
 
@@ -265,13 +267,13 @@ def test_v1_index_migrates_to_v2_for_writers(tmp_path, sample_images):
     with pytest.raises(db.SchemaError, match="schema 1; run `clipsearch index` to migrate"):
         Library.open(cfg, encoder=HashEncoder())
     proc = run_cli(["tags"], cfg.source)
-    assert proc.returncode == 1 and "run `clipsearch index` to migrate it to 2" in proc.stderr
+    assert proc.returncode == 1 and f"run `clipsearch index` to migrate it to {db.SCHEMA_VERSION}" in proc.stderr
     # the writer migrates in place and tags what was indexed before
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
         assert lib.index(progress=False).unchanged == 3
         assert lib.tag_counts()["dog"] == 3
     con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
-    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == 2
+    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == db.SCHEMA_VERSION
     cols = [r[1] for r in con.execute("PRAGMA table_info(tags)")]
     pk = [r[1] for r in con.execute("PRAGMA table_info(tags)") if r[5]]
     indexes = [r[1] for r in con.execute("PRAGMA index_list(tags)")]

@@ -40,3 +40,23 @@ def close_detail() -> None:
 
 def reset_page() -> None:
     st.session_state.page = 1
+
+
+def toggle_mark(image_id: int, value: int) -> None:
+    """Mark a result good (+1) or bad (-1); the same mark again removes it."""
+    marks = dict(st.session_state.get("marks", {}))
+    if marks.get(int(image_id)) == value:
+        marks.pop(int(image_id))
+    else:
+        marks[int(image_id)] = value
+    st.session_state.marks = marks
+
+
+def clear_marks() -> None:
+    st.session_state.marks = {}
+    st.session_state.page = 1
+
+
+def marked(value: int) -> tuple[int, ...]:
+    """Ids marked good (1) or bad (-1), in marking order."""
+    return tuple(i for i, v in st.session_state.get("marks", {}).items() if v == value)

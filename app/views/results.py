@@ -77,6 +77,14 @@ def _cell(lib, hit) -> None:  # noqa: ANN001
         _placeholder()
     score = "—" if hit.score != hit.score else f"{hit.score:.3f}"  # NaN: browsing by tag
     st.caption(f"**{score}** · {name}")
+    mark = st.session_state.get("marks", {}).get(hit.id)
+    g, b = st.columns(2)
+    g.button("Good ✓" if mark == 1 else "Good", key=f"good_{hit.id}", width="stretch",
+             type="primary" if mark == 1 else "secondary", on_click=actions.toggle_mark,
+             args=(hit.id, 1), help="Mark as a good result: the search learns from it")  # fmt: skip
+    b.button("Bad ✓" if mark == -1 else "Bad", key=f"bad_{hit.id}", width="stretch",
+             type="primary" if mark == -1 else "secondary", on_click=actions.toggle_mark,
+             args=(hit.id, -1), help="Mark as a bad result: the search moves away from it")  # fmt: skip
     b1, b2 = st.columns(2)
     b1.button("Details", key=f"open_{hit.id}", on_click=actions.open_detail, args=(hit.id,),
               width="stretch", help=hit.path)  # fmt: skip

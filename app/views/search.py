@@ -9,7 +9,7 @@ from indexer.search.engine import QueryError, parse_date
 
 from .. import safety, service, state
 from ..tags import tag_source
-from . import actions, errors, results
+from . import actions, errors, learn, results
 
 QUERY_HELP = (
     "Plain language, e.g. `a dog on the beach`. Combine terms: `beach + sunset - people`; "
@@ -112,6 +112,7 @@ def build_request(
         like_id=st.session_state.get("like_id"), k=opts["k"], threshold=opts["threshold"],
         adaptive=opts["adaptive"], folder=folder, since=opts["since"] or None,
         until=opts["until"] or None, tags=opts["tags"], sort=opts["sort"],
+        liked=actions.marked(1), unliked=actions.marked(-1),
     )  # fmt: skip
 
 
@@ -132,6 +133,7 @@ def render(lib, cfg: Config) -> None:
     _example_banner(lib, cfg, upload)
     try:
         req = build_request(text, without, upload, opts, cfg)
+        learn.marks_bar(lib, cfg, req)
     except (safety.UnsafePathError, QueryError) as exc:
         errors.show(exc, cfg, inline=True)
         return

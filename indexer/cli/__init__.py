@@ -5,7 +5,7 @@ Usage::
     clipsearch [--config FILE] index [PATHS...] [--json] [--no-progress]
     clipsearch [--config FILE] search [QUERY] [--image PATH] [-k N] [--threshold X] [--adaptive]
                                       [--folder F] [--since DATE] [--until DATE] [--tag TAG]...
-                                      [--json]
+                                      [--like PHOTO]... [--unlike PHOTO]... [--json]
     clipsearch [--config FILE] status [--json] [--errors N]
     clipsearch [--config FILE] reindex [--json] [--no-progress]
 
@@ -13,6 +13,8 @@ QUERY syntax: ``beach + sunset - people``, ``2:dog``, ``img:/path.jpg``, ``id:12
 ``indexer.search.parse``). DATE: ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM:SS``
 (compared with the EXIF capture time; images without one are left out by date filters).
 ``--tag TAG`` (repeatable) keeps images carrying every given tag (see ``clipsearch tags``).
+``--like``/``--unlike PHOTO`` (ids or indexed paths; or ``like:X``/``unlike:X`` in QUERY) re-rank
+the query from marked results (relevance feedback, ``indexer.search.feedback``).
 
 Exit codes: 0 success; 1 an error with a one-line reason on stderr (``clipsearch: error: ...``:
 missing or invalid config, missing library root, index built with another model, model
@@ -28,6 +30,7 @@ bytes in file names appear as ``\\udcXX`` escapes, i.e. Python's ``os.fsdecode``
      "cutoff": "top_k"|"threshold"|"adaptive",   # what limited the number of results
      "candidates": int,                           # indexed images the filters allowed
      "count": int,
+     "terms": [{"kind": "text"|"image"|"like"|"unlike", "value": str, "weight": float}],
      "results": [{"rank": int (1 = best), "id": int, "path": str, "score": float (cosine),
                   "root": str, "width": int|null, "height": int|null,
                   "taken_at": "YYYY-MM-DDTHH:MM:SS"|null, "camera": str|null,

@@ -30,6 +30,8 @@ CORE_MODULES: tuple[str, ...] = (
     "indexer.cli.model",
     "indexer.cli.tags",
     "indexer.cli.watch",
+    "indexer.cli.concepts",
+    "indexer.cli.albums",
     "indexer.cli.doctor",
 )
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -75,12 +77,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from indexer.embed.encoder import EncoderUnavailableError
     from indexer.ingest.pipeline import PathOutsideRootsError
     from indexer.ingest.scan import RootMissingError
+    from indexer.learn.service import ConceptError
+    from indexer.search.albums import AlbumError
     from indexer.search.engine import QueryError
     from indexer.store import IndexBusyError, IndexMissingError, ModelMismatchError, SchemaError
 
     return (UserError, ConfigError, RootMissingError, PathOutsideRootsError, FileNotFoundError,
             ModelMismatchError, EncoderUnavailableError, IndexMissingError, IndexBusyError,
-            QueryError, SchemaError, PermissionError, NotADirectoryError)  # fmt: skip
+            QueryError, SchemaError, PermissionError, NotADirectoryError,
+            ConceptError, AlbumError)  # fmt: skip
 
 
 def printable(path: str) -> str:

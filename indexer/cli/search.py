@@ -22,6 +22,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", help="only images captured on/before DATE")
     p.add_argument("--tag", action="append", dest="tags", metavar="TAG",
                    help="only images with this tag (repeat: all of them)")  # fmt: skip
+    p.add_argument("--like", action="append", default=[], metavar="PHOTO",
+                   help="relevance feedback: a good result (id or indexed path; repeat)")
+    p.add_argument("--unlike", action="append", default=[], metavar="PHOTO",
+                   help="relevance feedback: a bad result (id or indexed path; repeat)")
     p.add_argument("--json", action="store_true", help="print JSON (schema above)")
 
 
@@ -29,14 +33,15 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 def _cmd_search(args: argparse.Namespace, cfg: Config) -> int:
     from indexer.library import Library
 
-    if not args.query and not args.image:
-        raise UserError("give a QUERY, --image, or both")
+    if not args.query and not args.image and not args.like:
+        raise UserError("give a QUERY, --image or --like")
     image: str | int | None = args.image
     if isinstance(image, str) and image.startswith("id:"):
         if not image[3:].isdigit():
             raise UserError(f"--image {image}: expected id:NUMBER")
         image = int(image[3:])
-    kwargs = {"image": image, "folder": args.folder, "since": args.since, "until": args.until}
+    kwargs = {"image": image, "folder": args.folder, "since": args.since, "until": args.until,
+              "like": args.like, "unlike": args.unlike}  # fmt: skip
     if args.tags:
         kwargs["tags"] = [t.strip() for t in args.tags if t.strip()]
     for name in ("k", "threshold", "adaptive"):
@@ -51,7 +56,7 @@ def _cmd_search(args: argparse.Namespace, cfg: Config) -> int:
                          "thumbnail": os.fspath(thumb) if thumb else None})  # fmt: skip
     if args.json:
         dump({"query": args.query, "image": args.image, "k": kwargs.get("k", cfg.search.top_k),
-               "cutoff": res.cutoff, "candidates": res.candidates, "count": len(rows),
+               "cutoff": res.cutoff, "terms": res.terms, "candidates": res.candidates, "count": len(rows),
                "results": rows})  # fmt: skip
     else:
         for r in rows:

@@ -57,6 +57,7 @@ class IndexReport:
     seconds: float = 0.0
     images_per_second: float = 0.0
     unlisted_folders: list[str] = field(default_factory=list)
+    concepts_lost: list[str] = field(default_factory=list)  # reindex: concepts not refitted
 
     def to_dict(self) -> dict:
         return asdict(self)

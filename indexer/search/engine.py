@@ -10,7 +10,7 @@ joined with the image rows, so a vector whose row was just deleted is never retu
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -18,8 +18,8 @@ import numpy as np
 
 from indexer.embed.encoder import Encoder
 from indexer.embed.images import BadImage, decode, read_file
+from indexer.search import feedback, ranking
 from indexer.search import parse as query_mod
-from indexer.search import ranking
 from indexer.store import IndexStore, ModelMismatchError, Record, TagView
 
 _EXTRA = 16  # extra candidates fetched to make up for rows deleted since FAISS was synced
@@ -87,11 +87,14 @@ class SearchEngine:
         get_store: Callable[[], IndexStore],
         get_encoder: Callable[[], Encoder],
         tag_ids: Callable[[list[str]], np.ndarray] | None = None,
+        concept_direction: Callable[[list[str]], np.ndarray] | None = None,
     ):
         self._get_store = get_store
         self._get_encoder = get_encoder
         # ids of images carrying every given tag (the Library's: the vocabulary's top_n applied)
         self._tag_ids = tag_ids
+        # the unit direction of named concepts (a query made of concepts only is ranked by it)
+        self._concept_direction = concept_direction
         self._checked: tuple[int, str] | None = None
         self._sample_key: tuple | None = None
         self._sample = np.zeros((0, 1), np.float32)
@@ -131,6 +134,8 @@ class SearchEngine:
     def term_vector(self, store: IndexStore, term) -> np.ndarray:
         """The unit vector of one parsed query term."""
         kind, value = term.kind, term.value
+        if kind in ("like", "unlike", "concept"):
+            raise QueryError(f"{kind}: terms are marks or filters, not query vectors")
         if kind == "text":
             return self._encoder(store).encode_texts([value])[0]
         if kind == "id" or isinstance(value, int):
@@ -187,6 +192,8 @@ class SearchEngine:
         vector: np.ndarray | None = None,
         terms: list[query_mod.QueryTerm] | None = None,
         tags: list[str] | tuple[str, ...] | None = None,
+        like: Sequence[int | str] = (),
+        unlike: Sequence[int | str] = (),
     ) -> SearchResults:
         """Top-``k`` images for a query; ``threshold`` drops low scores, ``adaptive`` cuts
         where the scores stop standing out from the library's; filters restrict candidates.
@@ -195,17 +202,39 @@ class SearchEngine:
         parsed, e.g. from ``parse.merge_terms`` for a UI's "without" box) plus ``image`` (path,
         bytes or indexed id, weight 1); or a raw unit ``vector``. ``folder`` keeps images under
         that folder; ``since``/``until`` keep images whose EXIF capture time is in the range;
-        ``tags`` keeps images carrying every one of those tags.
+        ``tags`` keeps images carrying every one of those tags. ``like``/``unlike`` are
+        relevance-feedback marks (indexed ids or paths; also ``like:X`` in the query): the
+        query moves toward the liked photos and away from the others (Rocchio).
         """
         if k < 1:
             raise QueryError("k must be at least 1")
         store = self._get_store()
         store.refresh()
         lo, hi = parse_date(since, False), parse_date(until, True)
+        terms = list(terms or [])
+        if query is not None and query.strip():
+            try:
+                terms += query_mod.parse_query(query)
+            except ValueError as exc:
+                raise QueryError(str(exc)) from None
+        liked = list(like) + [t.value for t in terms if t.kind == "like"]
+        unliked = list(unlike) + [t.value for t in terms if t.kind == "unlike"]
+        concepts = [t.value for t in terms if t.kind == "concept"]
+        terms = [t for t in terms if t.kind in ("text", "image")]
+        if concepts:
+            tags = [*(tags or []), *concepts]
         if vector is not None:
             qvec, described = np.asarray(vector, dtype=np.float32).reshape(-1), []
+        elif terms or image is not None or not (liked or unliked or concepts):
+            qvec, described = self.query_vector(store, None, image, terms)
         else:
-            qvec, described = self.query_vector(store, query, image, terms)
+            qvec, described = None, []
+        cvec = self._concept_vector(store, concepts) if concepts else None  # checks the names
+        described += [{"kind": "concept", "value": c, "weight": 1.0} for c in concepts]
+        if liked or unliked:
+            qvec = self._feedback(store, qvec, liked, unliked, described)
+        elif qvec is None:  # concepts only: rank the photos they apply to by the concept
+            qvec = cvec
         state = store.vector_state()
         if state.count == 0:
             return SearchResults([], 0, "top_k", described)
@@ -239,6 +268,55 @@ class SearchEngine:
             SearchHit(int(i), float(s), records[int(i)]) for s, i in zip(scores, ids, strict=True)
         ]
         return SearchResults(hits, candidates, cutoff, described)
+
+    def resolve_ids(self, store: IndexStore, photos: Sequence[int | str]) -> list[int]:
+        """Indexed image ids of ``photos`` (ids, ``id:N`` or indexed paths); QueryError on an
+        unknown one."""
+        out = []
+        for p in photos:
+            text = str(p).strip()
+            if text.lower().startswith("id:"):
+                text = text[3:].strip()
+            if isinstance(p, int) or text.isdigit():
+                if not store.records([int(text)]):
+                    raise QueryError(f"image id {text} is not in the index")
+                out.append(int(text))
+                continue
+            rec = store.record_by_path(os.path.abspath(os.path.expanduser(text)))
+            if rec is None:
+                raise QueryError(
+                    f"photo {text!r} is not in the index (give an id or an indexed path)"
+                )
+            out.append(rec.id)
+        return out
+
+    def mark_vectors(self, store: IndexStore, photos: Sequence[int | str]) -> np.ndarray:
+        """(n, d) stored vectors of marked photos (ids or paths); QueryError if one has none."""
+        ids = self.resolve_ids(store, photos)
+        found, vecs = store.vectors(ids)
+        missing = sorted(set(ids) - set(found.tolist()))
+        if missing:
+            raise QueryError(f"image id {missing[0]} has no vector (it could not be indexed)")
+        return vecs
+
+    def _feedback(self, store, qvec, liked, unliked, described) -> np.ndarray:
+        pos, neg = self.mark_vectors(store, liked), self.mark_vectors(store, unliked)
+        described += [{"kind": "like", "value": str(v), "weight": feedback.BETA} for v in liked]
+        described += [{"kind": "unlike", "value": str(v), "weight": -feedback.GAMMA}
+                      for v in unliked]  # fmt: skip
+        try:
+            return feedback.rocchio(qvec, pos, neg)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
+
+    def _concept_vector(self, store: IndexStore, concepts: list[str]) -> np.ndarray:
+        if self._concept_direction is None:
+            raise QueryError("concept: needs personal concepts, which this index does not have")
+        try:
+            vec = self._concept_direction(concepts)
+        except ValueError as exc:  # an unknown concept
+            raise QueryError(str(exc)) from None
+        return np.asarray(vec, dtype=np.float32).reshape(-1)
 
     def _tagged_ids(self, store: IndexStore, tags: list[str]) -> np.ndarray:
         if self._tag_ids is not None:

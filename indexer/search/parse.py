@@ -7,6 +7,9 @@ Syntax:
   * ``W:term`` gives a term weight ``W`` (``2:dog``, ``0.5:red car``); default 1. A colon
     followed by a digit (``10:30``) is not a weight.
   * ``img:/path/to/file.jpg`` and ``id:123`` are image terms (search by example).
+  * ``like:ID`` / ``like:/path.jpg`` and ``unlike:...`` are relevance-feedback marks on
+    indexed photos (``- like:X`` is ``unlike:X``); see :mod:`indexer.search.feedback`.
+  * ``concept:NAME`` is a personal concept's tag filter (the photos it applies to).
   * Double quotes protect a term from splitting: ``img:"/photos/2019 - Italy/a.jpg"``.
 """
 
@@ -16,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-TermKind = Literal["text", "image"]
+TermKind = Literal["text", "image", "like", "unlike", "concept"]
 
 _OPERATOR = re.compile(r"^\s*[+-]|(?<=\s)[+-](?=\s|$)")
 _QUOTED = re.compile(r'"[^"]*"')
@@ -24,11 +27,14 @@ _WEIGHT = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*:(?!\d)\s*(.*)$", re.DO
 _IMAGE = re.compile(r"^img:\s*(.*)$", re.IGNORECASE | re.DOTALL)
 _COMMA_ITEMS = re.compile(r'(?:"[^"]*"|[^,])+')  # commas inside quotes do not split
 _ID = re.compile(r"^id:\s*(.*)$", re.IGNORECASE | re.DOTALL)
+_MARK = re.compile(r"^(like|unlike):\s*(.*)$", re.IGNORECASE | re.DOTALL)
+_CONCEPT = re.compile(r"^concept:\s*(.*)$", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
 class QueryTerm:
-    """One weighted query term: text to encode, or an image (``value`` a path or ``id:N``)."""
+    """One weighted query term: text to encode, an image (``value`` a path or ``id:N``), a
+    feedback mark (``like``/``unlike``, same values) or a concept filter (its name)."""
 
     weight: float
     kind: TermKind
@@ -88,6 +94,22 @@ def _parse_term(chunk: str, sign: float, query: str) -> QueryTerm:
         if not body:
             raise ValueError(f"weight without a term in {chunk.strip()!r}")
     weight *= sign
+    if m := _MARK.match(body):
+        target = _unquote(m.group(2).strip())
+        if not target:
+            raise ValueError(f"{m.group(1).lower()}: without a photo id or path in {body!r}")
+        kind = m.group(1).lower()
+        if weight < 0:
+            kind = "unlike" if kind == "like" else "like"
+        if target.lower().startswith("id:"):
+            target = target[3:].strip()
+        value = f"id:{int(target)}" if target.isdigit() else target
+        return QueryTerm(abs(weight), kind, value)  # type: ignore[arg-type]
+    if m := _CONCEPT.match(body):
+        name = " ".join(_unquote(m.group(1).strip()).split())
+        if not name:
+            raise ValueError(f"concept: without a name in {body!r}")
+        return QueryTerm(1.0, "concept", name)
     if m := _IMAGE.match(body):
         path = _unquote(m.group(1).strip())
         if not path:

@@ -19,10 +19,19 @@ from indexer.store.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from indexer.store.records import STATUS_ERROR, STATUS_OK, Changes, Record, TagView, VectorState
+from indexer.store.records import (
+    STATUS_ERROR,
+    STATUS_OK,
+    Album,
+    Changes,
+    Concept,
+    Record,
+    TagView,
+    VectorState,
+)
 
 __all__ = [
-    "STATUS_ERROR", "STATUS_OK", "Changes", "IndexBusyError", "IndexMissingError", "IndexStore",
+    "STATUS_ERROR", "STATUS_OK", "Album", "Changes", "Concept", "IndexBusyError", "IndexMissingError", "IndexStore",
     "ModelMismatchError", "Record", "SchemaError", "StoreError", "StoreUnavailableError",
     "TagList", "TagView", "TagWriter", "VectorState", "open_store", "set_search_threads",
 ]  # fmt: skip

@@ -17,6 +17,12 @@ Contract (every backend):
   image's vector (replacing or removing a vector deletes its tags in the same transaction).
   The *tagged generation* is the generation up to which vectors have been tagged; vectors
   written since are *pending* (see :mod:`indexer.tags.sync`).
+* **Concepts.** A personal concept (:class:`~indexer.store.records.Concept`) is stored with its
+  fitted model; its tag rows live with the other tags (the tag is the concept's name) and go
+  with their vectors alike, but follow their own *concepts generation*: vectors written since
+  it have not been scored by the concepts yet. Zero-shot tag writes never touch concept rows.
+* **Albums.** Smart albums are saved searches (:class:`~indexer.store.records.Album`), stored
+  by name; the store keeps their definition only (results are searched when read).
 * **Writers.** At most one writer per index (``writer=True``; the caller holds the writer lock);
   any number of readers, in other processes too, see only committed generations.
 * **Threads.** Reads may come from several threads (each opens its own connection; searching
@@ -39,7 +45,7 @@ from contextlib import AbstractContextManager
 import numpy as np
 
 from indexer.store.errors import ModelMismatchError
-from indexer.store.records import Changes, Record, TagView, VectorState
+from indexer.store.records import Album, Changes, Concept, Record, TagView, VectorState
 from indexer.types import ModelIdentity
 
 TagList = list[tuple[str, float]]
@@ -75,11 +81,35 @@ class TagWriter(abc.ABC):
 
     @abc.abstractmethod
     def delete_image_tags(self, ids: Sequence[int]) -> None:
-        """Delete every tag row of these images."""
+        """Delete every zero-shot tag row of these images (concept rows are kept)."""
 
     @abc.abstractmethod
     def insert_tags(self, ids: np.ndarray, assigned: Sequence[TagList]) -> int:
         """Insert ``assigned[i]`` as the rows of image ``ids[i]``; returns the rows written."""
+
+    # concepts (see the module docstring)
+    @abc.abstractmethod
+    def concepts(self) -> list[Concept]:
+        """Every stored concept, by name."""
+
+    @abc.abstractmethod
+    def put_concept(self, concept: Concept) -> None:
+        """Insert or replace the concept named ``concept.name`` (its rows are left alone)."""
+
+    @abc.abstractmethod
+    def drop_concept(self, name: str) -> None:
+        """Delete the concept and all its tag rows."""
+
+    @abc.abstractmethod
+    def concepts_generation(self) -> int:
+        """The generation up to which vectors have been scored by every concept (0: none)."""
+
+    @abc.abstractmethod
+    def set_concepts_generation(self, gen: int) -> None: ...
+
+    @abc.abstractmethod
+    def delete_concept_rows(self, names: Sequence[str], ids: Sequence[int] | None = None) -> None:
+        """Delete the tag rows of these concepts (of the images ``ids`` only, when given)."""
 
     @abc.abstractmethod
     def vector_chunks(
@@ -246,6 +276,22 @@ class IndexStore(abc.ABC):
     @abc.abstractmethod
     def all_image_tags(self, view: TagView) -> dict[int, TagList]:
         """{image_id: [(tag, score)] best first} of every tagged image under ``view``."""
+
+    @abc.abstractmethod
+    def concepts(self) -> list[Concept]:
+        """Every stored concept, by name (as of the last commit)."""
+
+    @abc.abstractmethod
+    def albums(self) -> list[Album]:
+        """Every smart album, by name."""
+
+    @abc.abstractmethod
+    def put_album(self, album: Album) -> None:
+        """Insert or replace the album named ``album.name`` (writers only)."""
+
+    @abc.abstractmethod
+    def drop_album(self, name: str) -> bool:
+        """Delete the album; False if there was none (writers only)."""
 
     def last_modified(self) -> float | None:
         """When the stored data last changed (epoch seconds; None if the backend cannot tell)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -76,3 +78,36 @@ class TagView:
 
     top_n: int | None = None
     exclusive: tuple[str, ...] = ()
+
+
+@dataclass
+class Concept:
+    """A personal concept taught by example: a linear model over this version's vectors.
+
+    ``positives``/``negatives`` are image ids of the examples; ``logit(x) = x @ weights + bias``
+    and photos with ``logit >= threshold`` carry the concept as a tag named ``name``.
+    ``model`` is the checkpoint sha256 of the vectors it was fitted on.
+    """
+
+    name: str
+    positives: list[int]
+    negatives: list[int]
+    weights: np.ndarray
+    bias: float
+    threshold: float
+    hint: str | None = None
+    model: str = ""
+    stats: dict = field(default_factory=dict)
+    created: float = 0.0
+    updated: float = 0.0
+
+
+@dataclass
+class Album:
+    """A smart album: a saved search (``spec``: query text, marked photos, concepts, filters,
+    cut-off; see :mod:`indexer.search.albums`) run again whenever it is read."""
+
+    name: str
+    spec: dict
+    created: float = 0.0
+    updated: float = 0.0

@@ -60,6 +60,8 @@ class TagService:
         self._get_store = get_store
         self._get_encoder = get_encoder
         self._vocab_cache: tuple[Any, Vocabulary] | None = None
+        # tags never capped by top_n (personal concepts; set by the Library)
+        self.always_shown: Callable[[], set[str]] | None = None
         self._embedding_cache: EmbeddingCache | None = None
 
     def vocabulary(self) -> Vocabulary:
@@ -119,23 +121,30 @@ class TagService:
                 bar.close()
         return rep
 
+    def _view(self) -> TagView:
+        view = tag_view(self.vocabulary())
+        extra = sorted(self.always_shown()) if self.always_shown is not None else []
+        return TagView(view.top_n, view.exclusive + tuple(extra)) if extra else view
+
     def tag_counts(self) -> dict[str, int]:
         """{tag: images carrying it}, most frequent first (``top_n`` applied)."""
-        return self._get_store().tag_counts(tag_view(self.vocabulary()))
+        return self._get_store().tag_counts(self._view())
 
     def image_tags(self, image_id: int) -> TagList:
-        """[(tag, score)] of one image, best first (``top_n`` applied)."""
+        """[(tag, score)] of one image, best first (``top_n`` applied; concepts all shown)."""
         rows = self._get_store().image_tags(image_id)
-        tags = cap_top_n(rows, self.vocabulary())
+        keep = self.always_shown() if self.always_shown is not None else set()
+        tags = cap_top_n([r for r in rows if r[0] not in keep], self.vocabulary())
+        tags += [r for r in rows if r[0] in keep]
         return sorted(tags, key=lambda ts: (-ts[1], ts[0]))
 
     def ids_with_tags(self, tags: Sequence[str]) -> np.ndarray:
         """Ids (ascending) of images that carry every tag in ``tags`` (``top_n`` applied)."""
-        return self._get_store().ids_with_tags(list(tags), tag_view(self.vocabulary()))
+        return self._get_store().ids_with_tags(list(tags), self._view())
 
     def all_image_tags(self) -> dict[int, TagList]:
         """{image_id: [(tag, score)] best first} of every tagged image (``top_n`` applied)."""
-        return self._get_store().all_image_tags(tag_view(self.vocabulary()))
+        return self._get_store().all_image_tags(self._view())
 
     def duplicates(self, threshold: float | None = None) -> list[DuplicateGroup]:
         """Groups of near-duplicate images (keeper first)."""

@@ -41,7 +41,7 @@ from sqlalchemy.pool import NullPool
 from indexer.store.errors import SchemaError, StoreError, StoreUnavailableError
 from indexer.store.records import STATUS_ERROR, STATUS_OK  # noqa: F401 - the status column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 
 class Base(DeclarativeBase):
@@ -113,17 +113,48 @@ class TagDefRow(Base):
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
 
 
+class ConceptRow(Base):
+    """A personal concept (schema 3): its examples (image ids, JSON), fitted linear model and
+    calibrated threshold. Its tag rows are in ``tags`` (tag = name); the meta key
+    ``concepts_gen`` is the generation up to which vectors have been scored by the concepts."""
+
+    __tablename__ = "concepts"
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    positives: Mapped[str] = mapped_column(Text, nullable=False)
+    negatives: Mapped[str] = mapped_column(Text, nullable=False)
+    hint: Mapped[str | None] = mapped_column(Text)
+    weights: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    bias: Mapped[float] = mapped_column(Float, nullable=False)
+    threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    model: Mapped[str] = mapped_column(String, nullable=False)
+    stats: Mapped[str] = mapped_column(Text, nullable=False)
+    created: Mapped[float] = mapped_column(Float, nullable=False)
+    updated: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class AlbumRow(Base):
+    """A smart album (schema 4): a saved search as JSON (see ``indexer.search.albums``)."""
+
+    __tablename__ = "albums"
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    spec: Mapped[str] = mapped_column(Text, nullable=False)
+    created: Mapped[float] = mapped_column(Float, nullable=False)
+    updated: Mapped[float] = mapped_column(Float, nullable=False)
+
+
 Index("ix_vectors_gen", VectorRow.gen)
 Index("ix_tombstones_gen", TombstoneRow.gen)
 Index("ix_images_status", ImageRow.status)
 Index("ix_tags_tag", TagRow.tag)
 
 _TAG_TABLES = (TagRow.__tablename__, TagDefRow.__tablename__)
+# added by migrations 2, 3, 4
+_LATER_TABLES = (*_TAG_TABLES, ConceptRow.__tablename__, AlbumRow.__tablename__)
 
 
 def _v1(conn: Connection) -> None:
     Base.metadata.create_all(
-        conn, tables=[t for t in Base.metadata.sorted_tables if t.name not in _TAG_TABLES]
+        conn, tables=[t for t in Base.metadata.sorted_tables if t.name not in _LATER_TABLES]
     )
 
 
@@ -134,8 +165,18 @@ def _v2(conn: Connection) -> None:
     )
 
 
+def _v3(conn: Connection) -> None:
+    """Schema 3: the ``concepts`` table (personal concepts; their rows are tag rows)."""
+    Base.metadata.create_all(conn, tables=[ConceptRow.__table__])
+
+
+def _v4(conn: Connection) -> None:
+    """Schema 4: the ``albums`` table (smart albums: saved searches)."""
+    Base.metadata.create_all(conn, tables=[AlbumRow.__table__])
+
+
 # version -> function upgrading a database at version-1 to version (1 creates from scratch).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 
 
 def make_engine(path: Path, writer: bool) -> Engine:

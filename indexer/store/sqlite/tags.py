@@ -16,7 +16,8 @@ import numpy as np
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, text
 
 from indexer.store.base import TagList, TagWriter
-from indexer.store.records import TagView
+from indexer.store.records import Album, Concept, TagView
+from indexer.store.sqlite import concepts as concept_sql
 from indexer.store.sqlite import schema as db
 from indexer.store.sqlite.queries import StoreQueries, chunks, vector_pages
 from indexer.store.sqlite.schema import MetaRow, TagDefRow, TagRow, VectorRow
@@ -70,8 +71,29 @@ class SqliteTagWriter(TagWriter):
             self.conn.execute(delete(TagRow).where(TagRow.tag.in_(part)))
 
     def delete_image_tags(self, ids: Sequence[int]) -> None:
+        keep = concept_sql.concept_names()
         for part in chunks(list(ids)):
-            self.conn.execute(delete(TagRow).where(TagRow.image_id.in_(part)))
+            self.conn.execute(
+                delete(TagRow).where(TagRow.image_id.in_(part), TagRow.tag.not_in(keep))
+            )
+
+    def concepts(self) -> list[Concept]:
+        return concept_sql.read_concepts(self.conn)
+
+    def put_concept(self, concept: Concept) -> None:
+        concept_sql.put_concept(self.conn, concept)
+
+    def drop_concept(self, name: str) -> None:
+        concept_sql.drop_concept(self.conn, name)
+
+    def concepts_generation(self) -> int:
+        return concept_sql.concepts_generation(self.conn)
+
+    def set_concepts_generation(self, gen: int) -> None:
+        concept_sql.set_concepts_generation(self.conn, gen)
+
+    def delete_concept_rows(self, names: Sequence[str], ids: Sequence[int] | None = None) -> None:
+        concept_sql.delete_concept_rows(self.conn, names, ids)
 
     def insert_tags(self, ids: np.ndarray, assigned: Sequence[TagList]) -> int:
         rows = [
@@ -124,6 +146,22 @@ class SqliteTags(StoreQueries):
     def tag_transaction(self) -> Iterator[SqliteTagWriter]:
         with self._begin() as conn:
             yield SqliteTagWriter(conn)
+
+    def concepts(self) -> list[Concept]:
+        with self._connect() as conn:
+            return concept_sql.read_concepts(conn)
+
+    def albums(self) -> list[Album]:
+        with self._connect() as conn:
+            return concept_sql.read_albums(conn)
+
+    def put_album(self, album: Album) -> None:
+        with self._begin() as conn:
+            concept_sql.put_album(conn, album)
+
+    def drop_album(self, name: str) -> bool:
+        with self._begin() as conn:
+            return concept_sql.drop_album(conn, name)
 
     def tag_fingerprints(self) -> dict[str, str]:
         with self._connect() as conn:

@@ -1,0 +1,94 @@
+"""Learning from marks: the marks bar (relevance feedback), teaching a concept from the results
+marked good, saving the search as a smart album, and the Albums view.
+
+Teaching and saving write to the index: they open a short-lived writer Library (the writer lock;
+while ``clipsearch watch`` runs they report that it holds the lock).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from indexer.config import Config
+from indexer.library import Library
+from indexer.search.albums import make_spec
+from indexer.store import IndexBusyError
+
+from .. import service, state
+from . import actions, results
+
+
+def _write(cfg: Config, fn) -> object | None:  # noqa: ANN001 - fn(writer Library)
+    """Run ``fn`` on a writer Library; a one-line error on the page if it fails."""
+    try:
+        with Library.open(cfg, writer=True, encoder=state.LazyEncoder(cfg)) as w:  # type: ignore[arg-type]
+            return fn(w)
+    except IndexBusyError as exc:
+        st.error(f"Cannot save now: {exc} (stop `clipsearch watch` while teaching).")
+    except (ValueError, PermissionError) as exc:  # ConceptError, AlbumError, QueryError
+        st.error(str(exc))
+    return None
+
+
+def _album_query(req: service.SearchRequest) -> str | None:
+    parts = [req.text.strip()] if req.text.strip() else []
+    parts += [f"- {w.strip()}" for w in req.without.split(",") if w.strip()]
+    if req.like_id is not None:
+        parts.append(f"+ id:{req.like_id}")
+    text = " ".join(parts).strip()
+    return text.lstrip("+ ").strip() or None
+
+
+def marks_bar(lib, cfg: Config, req: service.SearchRequest) -> None:  # noqa: ANN001
+    """Marks summary, Clear marks, and the teach-a-concept / save-as-album panel."""
+    good, bad = req.liked, req.unliked
+    if not (good or bad or req.has_query()):
+        return
+    with st.container(border=True):
+        c1, c2 = st.columns([5, 1], vertical_alignment="center")
+        if good or bad:
+            c1.markdown(f"Re-ranked from your marks: **{len(good)} good**, **{len(bad)} bad**")
+            c2.button("Clear marks", key="clear_marks", on_click=actions.clear_marks)
+        else:
+            c1.caption("Mark results Good or Bad: the search re-ranks from your marks.")
+        with st.expander("Teach a concept · save as album"):
+            t1, t2 = st.columns([3, 2], vertical_alignment="bottom")
+            name = t1.text_input("Concept name", key="concept_name", placeholder="my dog")
+            if t2.button(f"Create concept from {len(good)} good", key="make_concept",
+                         disabled=len(good) < 3,
+                         help="At least 3 photos marked good; bad ones are counter-examples"):  # fmt: skip
+                c = _write(cfg, lambda w: w.concepts.teach(name, good, bad))
+                if c is not None:
+                    n = len(lib.ids_with_tags([c.name]))
+                    st.success(f"Concept **{c.name}** created: {n} photos carry it (tag “{c.name}”).")
+            a1, a2 = st.columns([3, 2], vertical_alignment="bottom")
+            album = a1.text_input("Album name", key="album_name", placeholder="summer 2024")
+            if a2.button("Save search as album", key="save_album"):
+                spec = make_spec(_album_query(req), good, bad, (), req.tags, req.folder,
+                                 req.since, req.until, req.k, req.threshold, req.adaptive)  # fmt: skip
+                a = _write(cfg, lambda w: w.albums.save(album, spec))
+                if a is not None:
+                    st.success(f"Album **{a.name}** saved (see Albums).")
+
+
+def render_albums(lib, cfg: Config) -> None:  # noqa: ANN001
+    """The Albums view: every smart album with its photos now."""
+    albums = lib.albums.list()
+    st.header("Albums")
+    if not albums:
+        st.info("No albums yet. Search, mark results, then *Save search as album*; or run "
+                "`clipsearch albums create NAME QUERY`.")  # fmt: skip
+        return
+    names = [a.name for a in albums]
+    chosen = st.radio("Album", names, key="album", horizontal=True)
+    album = albums[names.index(chosen)]
+    import time
+
+    t0 = time.perf_counter()
+    res = lib.albums.run(album)
+    outcome = service.SearchOutcome(res.hits, time.perf_counter() - t0, res.candidates,
+                                    res.cutoff, res.terms)  # fmt: skip
+    st.caption(f"Saved search: `{album.spec.get('query') or ''}` · "
+               f"{len(album.spec.get('like', []))} good, {len(album.spec.get('unlike', []))} bad"
+               f" · concepts: {', '.join(album.spec.get('concepts', [])) or 'none'}")  # fmt: skip
+    results.render(lib, cfg, outcome, service.SearchRequest())

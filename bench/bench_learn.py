@@ -1,0 +1,122 @@
+"""Personal concepts at library scale: fitting on a 100k library, applying to 1M vectors.
+
+    .venv/bin/python -m bench.bench_learn                      # 100k store, 1M scoring
+    .venv/bin/python -m bench.bench_learn --size 20000 --apply 200000 --runs 3
+
+A real index (SQLite rows + vectors, FAISS built by the store's start-up repair) holds
+clustered synthetic unit vectors (``bench.bench_query.clustered``, 512-d like ViT-B/32).
+Measured, median of ``--runs``:
+
+* fit: ``ConceptService`` fitting a concept on 5 examples of one cluster (library sample as
+  negatives, logistic regression, cross-validated threshold) -- what ``concept teach`` does
+  before writing;
+* teach end to end on the store: fit + store the concept + score every stored vector and
+  write its tag rows in one transaction;
+* apply to ``--apply`` vectors: every concept (``--concepts``) scored over the vectors in
+  chunks (``indexer.learn.apply.concept_rows``: one matrix product per chunk) -- the compute
+  of applying concepts, without SQLite reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .bench_query import clustered
+
+DIM = 512
+
+
+def build_store(path: Path, vectors: np.ndarray):  # noqa: ANN201 - an IndexStore
+    from indexer.store import open_store
+    from indexer.types import ModelIdentity
+
+    store = open_store(path, writer=True)
+    store.bind_model(ModelIdentity("bench", "b" * 64, DIM, ""))
+    root = b"/bench"
+    with store.engine.begin() as conn:  # bulk load, as bench_query does
+        step = 50_000
+        for lo in range(0, len(vectors), step):
+            ids = range(lo, min(lo + step, len(vectors)))
+            conn.exec_driver_sql(
+                "INSERT INTO images (id, path, root, size, mtime_ns, content_hash, width, height,"
+                " taken_at, camera, status, error, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(i + 1, root + b"/%08d.jpg" % i, root, 1, 1, f"{i:064x}", 1, 1, None, None, "ok",
+                  None, 0.0) for i in ids],
+            )  # fmt: skip
+            conn.exec_driver_sql("INSERT INTO vectors (image_id, gen, vector) VALUES (?, 1, ?)",
+                                 [(i + 1, vectors[i].astype("<f4").tobytes()) for i in ids])  # fmt: skip
+        conn.exec_driver_sql("INSERT INTO meta(key, value) VALUES ('generation', '1') "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value")  # fmt: skip
+    store.close()
+    return open_store(path, writer=True)  # the start-up repair builds FAISS
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=100_000, help="vectors in the store")
+    ap.add_argument("--apply", type=int, default=1_000_000, help="vectors concepts are applied to")
+    ap.add_argument("--concepts", type=int, default=10, help="concepts applied at once")
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+
+    from indexer.learn import apply
+    from indexer.learn.service import ConceptService
+
+    vectors = clustered(args.size, DIM, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        store = build_store(Path(tmp) / "v1", vectors)
+        print(f"store: {args.size:,} vectors ({store.index.kind}) built in "
+              f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+        svc = ConceptService(lambda: store, lambda: None, lambda s, p: [int(i) for i in p],
+                             lambda: set())  # fmt: skip
+        # examples: 5 vectors of the cluster of vector 0
+        sims = vectors @ vectors[0]
+        examples = (np.argsort(-sims)[:5] + 1).tolist()
+        fits, teaches = [], []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            svc._fit(store, "bench", examples, [], None)
+            fits.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            svc.teach("bench", examples, replace=True)
+            teaches.append(time.perf_counter() - t)
+        print(f"fit a concept on a {args.size:,} library: median {statistics.median(fits):.3f} s "
+              f"(runs {', '.join(f'{x:.3f}' for x in fits)})")  # fmt: skip
+        print(f"teach end to end (fit + score and write rows for {args.size:,} stored vectors): "
+              f"median {statistics.median(teaches):.2f} s")  # fmt: skip
+        concept = store.concepts()[0]
+        store.close()
+    rng = np.random.default_rng(1)
+    concepts = []
+    for i in range(args.concepts):
+        w = rng.standard_normal(DIM).astype(np.float32)
+        concepts.append(type(concept)(f"c{i}", [], [], w / np.linalg.norm(w) * 10, -2.0, 0.0))
+    concepts[0] = concept
+    chunk = clustered(min(args.apply, 100_000), DIM, seed=2)  # the same pages, reused
+    times = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        done = tagged = 0
+        while done < args.apply:
+            n = min(apply._CHUNK, args.apply - done)
+            lo = done % len(chunk)
+            part = chunk[lo : lo + n] if lo + n <= len(chunk) else chunk[:n]
+            tagged += sum(map(len, apply.concept_rows(part, concepts)))
+            done += n
+        times.append(time.perf_counter() - t)
+    print(f"apply {args.concepts} concepts to {args.apply:,} vectors: median "
+          f"{statistics.median(times):.2f} s (runs {', '.join(f'{x:.2f}' for x in times)}; "
+          f"{tagged:,} rows)")  # fmt: skip
+    print(f"threads: {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()

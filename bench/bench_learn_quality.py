@@ -1,0 +1,105 @@
+"""Issue 16 acceptance numbers on real photos: concepts and relevance feedback from augmented
+copies of one photo, with a random checkpoint (pretrained weights cannot be downloaded here).
+
+    .venv/bin/python -m bench.bench_learn_quality [--weights CKPT] [--sources 12]
+
+The library is coco-mini (239 photos) plus the sample photos; for each source photo X (spread
+over both sets) 12 augmentations (``tests.augment``: crops, flips, colour changes, resizes) join
+it. Reported per X: precision@10 of a concept taught from 3 copies (examples left out of the
+ranking) and whether it ranks every other copy above every other photo; the best
+single-example image query (any member of X's family as the query, itself left out); relevance
+feedback: one copy as the query, precision@10 alone vs with two more copies marked good (the
+query and the marks left out of both rankings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .datasets import benchmark_weights
+
+REPO = Path(__file__).resolve().parent.parent
+COCO = REPO.parent / "shared" / "datasets" / "coco-mini"
+
+
+def _p10(scores: np.ndarray, relevant: set[int], exclude: set[int]) -> float:
+    order = [i for i in np.argsort(-scores, kind="stable") if i not in exclude][:10]
+    return sum(i in relevant for i in order) / 10
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--weights", help="checkpoint (default: a cached random ViT-B/32)")
+    ap.add_argument("--sources", type=int, default=12, help="source photos X")
+    ap.add_argument("--coco", default=str(COCO))
+    args = ap.parse_args()
+
+    from indexer.config import config_from_dict
+    from indexer.embed.encoder import ClipEncoder
+    from indexer.learn.fit import fit_concept
+    from indexer.search.feedback import rocchio
+    from tests.augment import augmented_copies
+
+    coco = sorted(Path(args.coco).glob("*2017/*.jpg"))
+    samples = sorted(p for p in (REPO / "data" / "samples").iterdir()
+                     if p.suffix in (".jpg", ".png"))  # fmt: skip
+    if not coco:
+        raise SystemExit(f"coco-mini not found under {args.coco}")
+    base = coco + samples
+    n_s = max(1, args.sources // 4)
+    picks = [coco[i] for i in np.linspace(0, len(coco) - 1, args.sources - n_s).astype(int)]
+    picks += [samples[i] for i in np.linspace(0, len(samples) - 1, n_s).astype(int)]
+    weights = benchmark_weights(args.weights)
+    cfg = config_from_dict({"model": {"weights": str(weights)}})
+    enc = ClipEncoder.from_config(cfg)
+
+    def encode(paths: list[Path]) -> np.ndarray:
+        out = []
+        for lo in range(0, len(paths), 32):
+            batch = []
+            for p in paths[lo : lo + 32]:
+                with Image.open(p) as im:
+                    batch.append(enc.preprocess(im.convert("RGB")))
+            out.append(enc.encode_images(batch))
+        return np.concatenate(out)
+
+    lib = encode(base)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for x in picks:
+            copies = augmented_copies(x, Path(tmp), 12)
+            fam_vecs = np.concatenate([lib[[base.index(x)]], encode(copies)])
+            others = np.delete(lib, base.index(x), axis=0)
+            v = np.concatenate([fam_vecs, others])  # family first: ids 0..12
+            fam = set(range(len(fam_vecs)))
+            ex = [1, 2, 3]
+            rng = np.random.default_rng(0)
+            bg = np.delete(v, ex, axis=0)[rng.permutation(len(v) - 3)[:2000]]
+            c = fit_concept(v[ex], v[:0], bg)
+            s = v @ c.weights + c.bias
+            rest = [i for i in range(len(v)) if i not in ex]
+            above = s[[i for i in rest if i in fam]].min() > s[[i for i in rest if i not in fam]].max()
+            concept = _p10(s, fam - set(ex), set(ex))
+            single = max(_p10(v @ v[i], fam - {i}, {i}) for i in fam)
+            skip = {1, 2, 3}
+            alone = _p10(v @ v[1], fam - skip, skip)
+            fb = _p10(v @ rocchio(v[1], v[[2, 3]], v[:0]), fam - skip, skip)
+            rows.append((x.name, concept, bool(above), single, alone, fb))
+    print(f"model: {weights.name}; library {len(base)} photos + 12 copies of each X\n")
+    print("| photo X | concept P@10 (3 copies) | all copies above others | best single-example "
+          "query P@10 | query alone P@10 | + 2 good marks P@10 |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]:.1f} | {'yes' if r[2] else 'no'} | {r[3]:.1f} | {r[4]:.1f} | "
+              f"{r[5]:.1f} |")
+    m = np.mean([r[1:] for r in rows], axis=0)
+    print(f"| **mean** | {m[0]:.2f} | {m[1]:.0%} | {m[2]:.2f} | {m[3]:.2f} | {m[4]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Test concepts built from one photo and its augmentations (crops, flips, colour, resizes).
+
+``augmented_copies(src, dest, n)`` writes ``n`` JPEG variants of ``src``: deterministic mixes
+of a crop (80-95 % of the frame), a horizontal flip, a colour / brightness / contrast change
+and a resize, so that their CLIP vectors cluster around the original's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+
+def augment(img: Image.Image, seed: int) -> Image.Image:
+    """One deterministic augmentation of ``img``."""
+    rng = np.random.default_rng(seed)
+    img = img.convert("RGB")
+    w, h = img.size
+    f = rng.uniform(0.8, 0.95)
+    cw, ch = int(w * f), int(h * f)
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    img = img.crop((x, y, x + cw, y + ch))
+    if seed % 2:
+        img = ImageOps.mirror(img)
+    img = ImageEnhance.Color(img).enhance(rng.uniform(0.6, 1.4))
+    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.8, 1.2))
+    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.8, 1.2))
+    s = rng.uniform(0.5, 1.0)
+    return img.resize((max(32, int(img.width * s)), max(32, int(img.height * s))))
+
+
+def augmented_copies(src: Path, dest: Path, n: int, prefix: str = "aug") -> list[Path]:
+    """``n`` augmented JPEG copies of ``src`` written into ``dest`` (created)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as im:
+        im.load()
+        out = []
+        for i in range(n):
+            path = dest / f"{prefix}-{src.stem}-{i:02d}.jpg"
+            augment(im, i).save(path, quality=90)
+            out.append(path)
+    return out
+
+
+def augmented_library(
+    photos: Path, coco: list[Path], copies: int = 12, others: int = 45, x: int = 0
+) -> tuple[list[Path], list[Path]]:
+    """Photo ``coco[x]`` plus ``copies`` augmentations of it and ``others`` other coco photos
+    in ``photos``; returns (the copies of X, original first; the other photos)."""
+    import shutil
+
+    photos.mkdir(parents=True, exist_ok=True)
+    src = coco[x]
+    original = photos / src.name
+    shutil.copyfile(src, original)
+    family = [original, *augmented_copies(src, photos, copies)]
+    rest = []
+    for p in [c for i, c in enumerate(coco) if i != x][:others]:
+        shutil.copyfile(p, photos / p.name)
+        rest.append(photos / p.name)
+    return family, rest
+
+
+def precision_at(ids: list[int], relevant: set[int], exclude: set[int], n: int = 10) -> float:
+    """Precision@n of ranked ``ids`` (``exclude``: the query and marked photos, skipped)."""
+    ranked = [i for i in ids if i not in exclude][:n]
+    return sum(i in relevant for i in ranked) / n

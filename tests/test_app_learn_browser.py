@@ -1,0 +1,97 @@
+"""Issue 16 in the UI, in real headless Chromium: marking results Good/Bad re-ranks them,
+a concept is taught from the results marked good, the search is saved as a smart album and
+shown in the Albums view (the `clipsearch ui` server of tests/test_app_browser.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.indexer_helpers import run_json
+from tests.test_app_browser import _rendered_images, _shoot, _wait_idle, browser, server  # noqa: F401
+
+pytestmark = pytest.mark.timeout(300)
+
+_NAMES = """() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stCaptionContainer"]')]
+    .map(e => e.innerText).filter(t => t.includes(' · ')).map(t => t.split(' · ').pop())"""
+
+
+_KEYS = """() => [...document.querySelectorAll('[class*="st-key-good_"]')]
+    .map(e => [...e.classList].find(c => c.startsWith('st-key-good_')).slice(12))"""
+
+
+def _names(page) -> list[str]:
+    _wait_idle(page)
+    return [n for n in page.evaluate(_NAMES) if n.endswith(".jpg")]
+
+
+def test_marks_concept_and_album_in_chromium(server, browser, tmp_path):  # noqa: F811
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(60_000)
+    page.goto(server["url"])
+    box = page.get_by_role("textbox", name="Search photos")
+    box.wait_for()
+    box.fill("a red bus")
+    box.press("Enter")
+    page.get_by_text("searched 40 in").wait_for()
+    _rendered_images(page, 20)
+    before = _names(page)
+    assert len(before) == 20
+    page.get_by_text("Mark results Good or Bad").wait_for()
+
+    # three Good marks and one Bad: the results re-rank at once
+    ids = list(dict.fromkeys(page.evaluate(_KEYS)))  # result ids in grid order (widget keys)
+    assert len(ids) == 20
+    counts = {"good": 0, "bad": 0}
+    marked: list[str] = []
+    for kind in ("good", "good", "good", "bad"):
+        _wait_idle(page)
+        shown = [i for i in dict.fromkeys(page.evaluate(_KEYS)) if i not in marked]
+        image_id = shown[2] if kind == "good" else shown[-1]  # Bad: never one marked good
+        marked.append(image_id)
+        page.locator(f".st-key-{kind}_{image_id} button").first.click()
+        counts[kind] += 1
+        page.get_by_text(f"{counts['good']} good", exact=True).wait_for()
+        page.get_by_text(f"{counts['bad']} bad", exact=True).wait_for()
+    _wait_idle(page)
+    page.get_by_text("Re-ranked from your marks").wait_for()
+    after = _names(page)
+    assert after != before  # the marks changed the ranking
+    assert len(after) == 20
+    _shoot(page, tmp_path, "relevance-feedback")
+
+    # teach a concept from the three good ones
+    page.get_by_text("Teach a concept · save as album").click()
+    page.get_by_role("textbox", name="Concept name").fill("ui concept")
+    page.get_by_role("textbox", name="Concept name").press("Enter")
+    _wait_idle(page)
+    page.get_by_role("button", name="Create concept from 3 good").click()
+    page.get_by_text("Concept ui concept created").wait_for()
+    concepts = run_json(["concepts"], server["config"])["concepts"]
+    assert [(c["name"], len(c["examples"]), len(c["negatives"])) for c in concepts] == [
+        ("ui concept", 3, 1)
+    ]
+    _shoot(page, tmp_path, "concept-created")
+
+    # save the search (with its marks) as an album, then open it in the Albums view
+    page.get_by_role("textbox", name="Album name").fill("buses")
+    page.get_by_role("textbox", name="Album name").press("Enter")
+    _wait_idle(page)
+    page.get_by_role("button", name="Save search as album").click()
+    page.get_by_text("Album buses saved").wait_for()
+    albums = run_json(["albums", "list"], server["config"])["albums"]
+    assert [(a["name"], a["spec"]["query"], len(a["spec"]["like"])) for a in albums] == [
+        ("buses", "a red bus", 3)
+    ]
+    shown = run_json(["albums", "show", "buses"], server["config"])["results"]
+
+    # clearing the marks restores the plain ranking (negative control of the re-rank)
+    page.get_by_role("button", name="Clear marks").click()
+    page.get_by_text("Mark results Good or Bad").wait_for()
+    assert _names(page)[:10] == before[:10]  # (lower down, equal scores may swap places)
+
+    page.get_by_text("Albums", exact=True).click()
+    page.get_by_role("heading", name="Albums").wait_for()
+    _rendered_images(page, 20)
+    assert _names(page)[:5] == [r["path"].rsplit("/", 1)[-1] for r in shown[:5]]
+    _shoot(page, tmp_path, "albums")
+    page.close()

@@ -153,12 +153,7 @@ class SearchEngine:
     ) -> tuple[np.ndarray, list[dict]]:
         """Combine the query's terms (and the example image) into one unit vector."""
         vectors, weights, described = [], [], []
-        terms = list(terms or [])
-        if query is not None and query.strip():
-            try:
-                terms += query_mod.parse_query(query)
-            except ValueError as exc:
-                raise QueryError(str(exc)) from None
+        terms = _terms(query, terms)
         if terms:
             for t in terms:
                 vectors.append(self.term_vector(store, t))
@@ -211,12 +206,7 @@ class SearchEngine:
         store = self._get_store()
         store.refresh()
         lo, hi = parse_date(since, False), parse_date(until, True)
-        terms = list(terms or [])
-        if query is not None and query.strip():
-            try:
-                terms += query_mod.parse_query(query)
-            except ValueError as exc:
-                raise QueryError(str(exc)) from None
+        terms = _terms(query, terms)
         liked = list(like) + [t.value for t in terms if t.kind == "like"]
         unliked = list(unlike) + [t.value for t in terms if t.kind == "unlike"]
         concepts = [t.value for t in terms if t.kind == "concept"]
@@ -331,3 +321,14 @@ def _describe(image: object) -> str:
 
 
 __all__ = ["ModelMismatchError", "QueryError", "SearchEngine", "SearchHit", "SearchResults"]
+
+
+def _terms(query: str | None, terms: list[query_mod.QueryTerm] | None) -> list:
+    """``terms`` followed by the parsed terms of ``query`` (a syntax error: QueryError)."""
+    out = list(terms or [])
+    if query is not None and query.strip():
+        try:
+            out += query_mod.parse_query(query)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
+    return out

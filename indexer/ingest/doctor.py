@@ -86,13 +86,14 @@ def run_doctor(cfg: Config, photos: int = 32, prompts: list[str] | None = None) 
                               c.passed if i else True, round(c.seconds, 2)))  # fmt: skip
     enc = ClipEncoder(exact, pre, str(source), fast_resize=True)
     draft = max(draft_target(enc.image_resolution), cfg.index.thumbnail_size)
+    drafts = _decoded(cfg, paths, draft)  # read and decoded once for both draft rows
     with torch.inference_mode():
         ref = enc.encode_images([enc.prepare(im, fast_resize=False)[0] for im in images])
         for name, use_draft, fast in (("JPEG draft decoding", True, False),
                                       ("fast resize", False, True),
                                       ("JPEG draft + fast resize", True, True)):  # fmt: skip
             start = time.perf_counter()
-            got = _decoded(cfg, paths, draft) if use_draft else images
+            got = drafts if use_draft else images
             if len(got) != len(images):
                 continue
             f = measure(enc.encode_images([enc.prepare(im, fast_resize=fast)[0] for im in got]),

@@ -1,7 +1,7 @@
 """Issue 16 acceptance numbers on real photos: concepts and relevance feedback from augmented
 copies of one photo, with a random checkpoint (pretrained weights cannot be downloaded here).
 
-    .venv/bin/python -m bench.bench_learn_quality [--weights CKPT] [--sources 12]
+    .venv/bin/python -m bench.bench_learn_quality [--weights CKPT] [--sources 12] [--sets ...]
 
 The library is coco-mini (239 photos) plus the sample photos; for each source photo X (spread
 over both sets) 12 augmentations (``tests.augment``: crops, flips, colour changes, resizes) join
@@ -9,7 +9,10 @@ it. Reported per X: precision@10 of a concept taught from 3 copies (examples lef
 ranking) and whether it ranks every other copy above every other photo; the best
 single-example image query (any member of X's family as the query, itself left out); relevance
 feedback: one copy as the query, precision@10 alone vs with two more copies marked good (the
-query and the marks left out of both rankings).
+query and the marks left out of both rankings). ``--sets``: the augmentation sets measured
+(``all`` = crops + flips + colour + resizes, or kinds joined by ``+``); the per-photo table is of
+the first, a summary row per set follows, with the concept fitted on centred vectors (the
+default) and on the raw ones.
 """
 
 from __future__ import annotations
@@ -37,13 +40,15 @@ def main() -> None:
     ap.add_argument("--weights", help="checkpoint (default: a cached random ViT-B/32)")
     ap.add_argument("--sources", type=int, default=12, help="source photos X")
     ap.add_argument("--coco", default=str(COCO))
+    ap.add_argument("--sets", default="all,flip+colour+resize,crop,colour,flip,resize",
+                    help="augmentation sets, comma-separated (kinds joined by +)")
     args = ap.parse_args()
 
     from indexer.config import config_from_dict
     from indexer.embed.encoder import ClipEncoder
-    from indexer.learn.fit import fit_concept
+    from indexer.learn.fit import fit_concept, logits
     from indexer.search.feedback import rocchio
-    from tests.augment import augmented_copies
+    from tests.augment import KINDS, augmented_copies
 
     coco = sorted(Path(args.coco).glob("*2017/*.jpg"))
     samples = sorted(p for p in (REPO / "data" / "samples").iterdir()
@@ -69,10 +74,36 @@ def main() -> None:
         return np.concatenate(out)
 
     lib = encode(base)
+    summary = []
+    for n_set, name in enumerate(args.sets.split(",")):
+        kinds = KINDS if name == "all" else tuple(name.split("+"))
+        rows = _measure(picks, base, lib, kinds, encode, fit_concept, logits, rocchio,
+                        augmented_copies)  # fmt: skip
+        if n_set == 0:
+            print(f"model: {weights.name}; library {len(base)} photos + 12 copies of each X; "
+                  f"augmentations: {name}\n")  # fmt: skip
+            print("| photo X | concept P@10 (3 copies) | all copies above others | best "
+                  "single-example query P@10 | query alone P@10 | + 2 good marks P@10 |")
+            print("|---|---|---|---|---|---|")
+            for r in rows:
+                print(f"| {r[0]} | {r[1]:.1f} | {'yes' if r[2] else 'no'} | {r[5]:.1f} | "
+                      f"{r[6]:.1f} | {r[7]:.1f} |")
+        summary.append((name, np.mean([r[1:] for r in rows], axis=0)))
+    print("\n| augmentations | concept P@10 | X's copies all first | uncentred concept P@10 | "
+          "uncentred: all first | best single-example P@10 | query alone | + 2 marks |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, m in summary:
+        print(f"| {name} | {m[0]:.2f} | {m[1]:.0%} | {m[2]:.2f} | {m[3]:.0%} | {m[4]:.2f} | "
+              f"{m[5]:.2f} | {m[6]:.2f} |")
+
+
+def _measure(picks, base, lib, kinds, encode, fit_concept, logits, rocchio, augmented_copies):  # noqa: ANN001, ANN202
+    """Per photo X: (name, concept P@10, all above, uncentred P@10, uncentred all above, best
+    single-example P@10, query alone P@10, + 2 marks P@10)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for x in picks:
-            copies = augmented_copies(x, Path(tmp), 12)
+            copies = augmented_copies(x, Path(tmp), 12, kinds=kinds)
             fam_vecs = np.concatenate([lib[[base.index(x)]], encode(copies)])
             others = np.delete(lib, base.index(x), axis=0)
             v = np.concatenate([fam_vecs, others])  # family first: ids 0..12
@@ -80,25 +111,21 @@ def main() -> None:
             ex = [1, 2, 3]
             rng = np.random.default_rng(0)
             bg = np.delete(v, ex, axis=0)[rng.permutation(len(v) - 3)[:2000]]
-            c = fit_concept(v[ex], v[:0], bg)
-            s = v @ c.weights + c.bias
             rest = [i for i in range(len(v)) if i not in ex]
-            above = s[[i for i in rest if i in fam]].min() > s[[i for i in rest if i not in fam]].max()
-            concept = _p10(s, fam - set(ex), set(ex))
+            out = [x.name]
+            for centre in (True, False):
+                c = fit_concept(v[ex], v[:0], bg, centre=centre)
+                centers = None if c.center is None else c.center[None]
+                s = logits(v, c.weights[None], np.array([c.bias]), centers)[:, 0]
+                above = (s[[i for i in rest if i in fam]].min()
+                         > s[[i for i in rest if i not in fam]].max())  # fmt: skip
+                out += [_p10(s, fam - set(ex), set(ex)), bool(above)]
             single = max(_p10(v @ v[i], fam - {i}, {i}) for i in fam)
             skip = {1, 2, 3}
             alone = _p10(v @ v[1], fam - skip, skip)
             fb = _p10(v @ rocchio(v[1], v[[2, 3]], v[:0]), fam - skip, skip)
-            rows.append((x.name, concept, bool(above), single, alone, fb))
-    print(f"model: {weights.name}; library {len(base)} photos + 12 copies of each X\n")
-    print("| photo X | concept P@10 (3 copies) | all copies above others | best single-example "
-          "query P@10 | query alone P@10 | + 2 good marks P@10 |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]:.1f} | {'yes' if r[2] else 'no'} | {r[3]:.1f} | {r[4]:.1f} | "
-              f"{r[5]:.1f} |")
-    m = np.mean([r[1:] for r in rows], axis=0)
-    print(f"| **mean** | {m[0]:.2f} | {m[1]:.0%} | {m[2]:.2f} | {m[3]:.2f} | {m[4]:.2f} |")
+            rows.append((*out, single, alone, fb))
+    return rows
 
 
 if __name__ == "__main__":

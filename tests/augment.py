@@ -12,26 +12,35 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+KINDS = ("crop", "flip", "colour", "resize")
 
-def augment(img: Image.Image, seed: int) -> Image.Image:
-    """One deterministic augmentation of ``img``."""
+
+def augment(img: Image.Image, seed: int, kinds: tuple[str, ...] = KINDS) -> Image.Image:
+    """One deterministic augmentation of ``img`` made of ``kinds`` (all four by default)."""
     rng = np.random.default_rng(seed)
     img = img.convert("RGB")
     w, h = img.size
     f = rng.uniform(0.8, 0.95)
     cw, ch = int(w * f), int(h * f)
     x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    img = img.crop((x, y, x + cw, y + ch))
-    if seed % 2:
+    if "crop" in kinds:
+        img = img.crop((x, y, x + cw, y + ch))
+    if seed % 2 and "flip" in kinds:
         img = ImageOps.mirror(img)
-    img = ImageEnhance.Color(img).enhance(rng.uniform(0.6, 1.4))
-    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.8, 1.2))
-    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.8, 1.2))
+    factors = rng.uniform(0.6, 1.4), rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2)
+    if "colour" in kinds:
+        img = ImageEnhance.Color(img).enhance(factors[0])
+        img = ImageEnhance.Brightness(img).enhance(factors[1])
+        img = ImageEnhance.Contrast(img).enhance(factors[2])
     s = rng.uniform(0.5, 1.0)
-    return img.resize((max(32, int(img.width * s)), max(32, int(img.height * s))))
+    if "resize" in kinds:
+        img = img.resize((max(32, int(img.width * s)), max(32, int(img.height * s))))
+    return img
 
 
-def augmented_copies(src: Path, dest: Path, n: int, prefix: str = "aug") -> list[Path]:
+def augmented_copies(
+    src: Path, dest: Path, n: int, prefix: str = "aug", kinds: tuple[str, ...] = KINDS
+) -> list[Path]:
     """``n`` augmented JPEG copies of ``src`` written into ``dest`` (created)."""
     dest.mkdir(parents=True, exist_ok=True)
     with Image.open(src) as im:
@@ -39,7 +48,7 @@ def augmented_copies(src: Path, dest: Path, n: int, prefix: str = "aug") -> list
         out = []
         for i in range(n):
             path = dest / f"{prefix}-{src.stem}-{i:02d}.jpg"
-            augment(im, i).save(path, quality=90)
+            augment(im, i, kinds).save(path, quality=90)
             out.append(path)
     return out
 

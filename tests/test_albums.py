@@ -17,6 +17,7 @@ from indexer.config import load_config
 from indexer.library import Library
 from indexer.search.albums import AlbumError, make_spec
 from indexer.search.engine import QueryError
+from indexer.store.sqlite import schema as db
 
 from .augment import augmented_copies, augmented_library
 from .indexer_helpers import run_cli, run_json, version_dir, write_config
@@ -104,7 +105,7 @@ def test_albums_cli(env):
     assert run_cli(["albums", "delete", "mix"], cfg_path).returncode == 0
     assert [a["name"] for a in run_json(["albums", "list"], cfg_path)["albums"]] == ["x"]
     con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
-    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == 4
+    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == db.SCHEMA_VERSION
     assert [r[0] for r in con.execute("SELECT name FROM albums")] == ["x"]
     con.close()
     shutil.rmtree(tmp / "idx")  # no index: a clear error

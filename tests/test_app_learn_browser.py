@@ -19,6 +19,19 @@ _KEYS = """() => [...document.querySelectorAll('[class*="st-key-good_"]')]
     .map(e => [...e.classList].find(c => c.startsWith('st-key-good_')).slice(12))"""
 
 
+def _click(page, name: str) -> None:
+    """Click the button ``name`` once the page shows exactly one (a rerun in progress can
+    briefly show the previous run's stale copy beside the new one)."""
+    import time
+
+    button = page.get_by_role("button", name=name)
+    end = time.monotonic() + 60
+    while button.count() != 1 and time.monotonic() < end:
+        page.wait_for_timeout(200)
+    assert button.count() == 1, f"{button.count()} buttons {name!r}"
+    button.click()
+
+
 def _names(page) -> list[str]:
     _wait_idle(page)
     return [n for n in page.evaluate(_NAMES) if n.endswith(".jpg")]
@@ -64,7 +77,7 @@ def test_marks_concept_and_album_in_chromium(server, browser, tmp_path):  # noqa
     page.get_by_role("textbox", name="Concept name").fill("ui concept")
     page.get_by_role("textbox", name="Concept name").press("Enter")
     _wait_idle(page)
-    page.get_by_role("button", name="Create concept from 3 good").click()
+    _click(page, "Create concept from 3 good")
     page.get_by_text("Concept ui concept created").wait_for()
     concepts = run_json(["concepts"], server["config"])["concepts"]
     assert [(c["name"], len(c["examples"]), len(c["negatives"])) for c in concepts] == [
@@ -76,7 +89,7 @@ def test_marks_concept_and_album_in_chromium(server, browser, tmp_path):  # noqa
     page.get_by_role("textbox", name="Album name").fill("buses")
     page.get_by_role("textbox", name="Album name").press("Enter")
     _wait_idle(page)
-    page.get_by_role("button", name="Save search as album").click()
+    _click(page, "Save search as album")
     page.get_by_text("Album buses saved").wait_for()
     albums = run_json(["albums", "list"], server["config"])["albums"]
     assert [(a["name"], a["spec"]["query"], len(a["spec"]["like"])) for a in albums] == [
@@ -85,7 +98,7 @@ def test_marks_concept_and_album_in_chromium(server, browser, tmp_path):  # noqa
     shown = run_json(["albums", "show", "buses"], server["config"])["results"]
 
     # clearing the marks restores the plain ranking (negative control of the re-rank)
-    page.get_by_role("button", name="Clear marks").click()
+    _click(page, "Clear marks")
     page.get_by_text("Mark results Good or Bad").wait_for()
     assert _names(page)[:10] == before[:10]  # (lower down, equal scores may swap places)
 

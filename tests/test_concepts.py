@@ -220,14 +220,57 @@ def test_schema_2_index_migrates_to_concepts_and_albums(tmp_path, sample_images)
     con.execute("UPDATE schema_version SET version = 2")
     con.commit()
     con.close()
-    with pytest.raises(db.SchemaError, match="schema 2; run `clipsearch index` to migrate it to 4"):
+    with pytest.raises(db.SchemaError, match=f"schema 2; run `clipsearch index` to migrate it to {db.SCHEMA_VERSION}"):
         Library.open(cfg, encoder=HashEncoder())
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
         assert lib.concepts.list() == []
         lib.concepts.teach("four", list(range(1, 4)))
         assert lib.tag_counts()["dog"] == 4
     con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
-    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == 4
+    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == db.SCHEMA_VERSION
     assert [r[0] for r in con.execute("SELECT name FROM concepts")] == ["four"]
     assert con.execute("SELECT COUNT(*) FROM albums").fetchone()[0] == 0
+    con.close()
+
+
+def test_centred_logits_are_the_definition():
+    from indexer.learn.fit import centred, fit_concept, logits
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((50, 16)).astype(np.float32) + 2.0
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    c = fit_concept(x[:3] + 0.01, np.zeros((0, 16), np.float32), x[3:])
+    assert c.center is not None and np.allclose(c.center, x[3:].mean(axis=0), atol=1e-6)
+    w = np.stack([c.weights, c.weights])
+    got = logits(x, w, np.array([c.bias, c.bias]), np.stack([c.center, np.zeros(16)]))
+    assert np.allclose(got[:, 0], centred(x, c.center) @ c.weights + c.bias, atol=1e-5)
+    assert np.allclose(got[:, 1], x @ c.weights + c.bias, atol=1e-5)  # zero centre: uncentred
+
+
+def test_schema_4_concepts_migrate_and_keep_scoring(tmp_path, sample_images):
+    """A concept stored before schema 5 (no centre) keeps its rows and scores new photos as
+    before; a refit stores the centre."""
+    from indexer.embed.encoder import HashEncoder
+
+    from .indexer_helpers import copy_images
+
+    copy_images(sample_images[:6], tmp_path / "photos")
+    cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx"))
+    with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
+        lib.index(progress=False)
+        lib.concepts.teach("old", [1, 2, 3])
+        before = lib.tag_counts()["old"]
+    path = version_dir(cfg.index_dir) / "index.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE concepts DROP COLUMN center")
+    con.execute("UPDATE schema_version SET version = 4")
+    con.commit()
+    con.close()
+    with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
+        (old,) = lib.concepts.list()
+        assert old.center is None and lib.tag_counts()["old"] == before
+        lib.concepts.teach("old", [1, 2, 3], replace=True)
+        assert lib.concepts.get("old").center is not None
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == db.SCHEMA_VERSION
     con.close()

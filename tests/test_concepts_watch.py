@@ -1,5 +1,6 @@
 """Issue 16: new photos matching a personal concept are tagged by the real ``watch`` daemon
-(a ``python -m indexer.cli watch`` subprocess) within seconds of arriving."""
+(a ``python -m indexer.cli watch`` subprocess) within seconds of arriving; concepts and albums
+are taught and saved while the daemon holds the writer lock (it runs them for the CLI)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from indexer.config import load_config
 from indexer.library import Library
 
 from .augment import augmented_copies, augmented_library
-from .indexer_helpers import run_json, write_config
+from .indexer_helpers import run_cli, run_json, write_config
 from .test_watch import DEBOUNCE, Watcher, wait_for, watchers  # noqa: F401 - the fixture
 
 X = 20  # a coco-mini photo whose augmentations cluster under the tiny random model
@@ -26,11 +27,17 @@ def test_watch_tags_new_photos_with_concepts(tmp_path, coco_images, tiny_checkpo
     cfg = load_config(cfg_path)
     with Library.open(cfg) as lib:
         examples = [lib.store.record_by_path(p).id for p in family[1:4]]
-    taught = run_json(["concept", "teach", "x", *map(str, examples)], cfg_path)
-    assert taught["photos"] >= 3
     w = Watcher(cfg_path, tmp_path / "watch.log")
     watchers.append(w)
     w.wait_state("watching")
+    taught = run_json(["concept", "teach", "x", *map(str, examples)], cfg_path)  # via the daemon
+    assert taught["photos"] >= 3 and taught["examples"] == examples
+    bad = run_cli(["concept", "teach", "y", "999999", *map(str, examples[:2])], cfg_path)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "image id 999999 is not in the index" in bad.stderr
+    album = run_json(["albums", "create", "xs", "--concept", "x"], cfg_path)
+    assert album["name"] == "xs" and album["count"] >= 3
+    assert "ran concept.teach" in (tmp_path / "watch.log").read_text()
     staging = tmp_path / "staging"
     new_x = augmented_copies(coco_images[X], staging, 4, prefix="new")
     stranger = staging / coco_images[X + 40].name

@@ -1,30 +1,28 @@
 """Learning from marks: the marks bar (relevance feedback), teaching a concept from the results
 marked good, saving the search as a smart album, and the Albums view.
 
-Teaching and saving write to the index: they open a short-lived writer Library (the writer lock;
-while ``clipsearch watch`` runs they report that it holds the lock).
+Teaching and saving write to the index through :func:`indexer.cli.writes.write`: a short-lived
+writer Library, or the running ``clipsearch watch`` daemon when it holds the writer lock.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from indexer.cli import writes
 from indexer.config import Config
-from indexer.library import Library
-from indexer.search.albums import make_spec
 from indexer.store import IndexBusyError
 
 from .. import service, state
 from . import actions, results
 
 
-def _write(cfg: Config, fn) -> object | None:  # noqa: ANN001 - fn(writer Library)
-    """Run ``fn`` on a writer Library; a one-line error on the page if it fails."""
+def _write(cfg: Config, op: str, **kwargs: object) -> dict | None:
+    """Run write ``op`` (:mod:`indexer.cli.writes`); a one-line error on the page if it fails."""
     try:
-        with Library.open(cfg, writer=True, encoder=state.LazyEncoder(cfg)) as w:  # type: ignore[arg-type]
-            return fn(w)
+        return writes.write(cfg, op, encoder=state.LazyEncoder(cfg), **kwargs)
     except IndexBusyError as exc:
-        st.error(f"Cannot save now: {exc} (stop `clipsearch watch` while teaching).")
+        st.error(f"Cannot save now: {exc}")
     except (ValueError, PermissionError) as exc:  # ConceptError, AlbumError, QueryError
         st.error(str(exc))
     return None
@@ -57,18 +55,19 @@ def marks_bar(lib, cfg: Config, req: service.SearchRequest) -> None:  # noqa: AN
             if t2.button(f"Create concept from {len(good)} good", key="make_concept",
                          disabled=len(good) < 3,
                          help="At least 3 photos marked good; bad ones are counter-examples"):  # fmt: skip
-                c = _write(cfg, lambda w: w.concepts.teach(name, good, bad))
+                c = _write(cfg, "concept.teach", name=name, photos=list(good), negatives=list(bad))
                 if c is not None:
-                    n = len(lib.ids_with_tags([c.name]))
-                    st.success(f"Concept **{c.name}** created: {n} photos carry it (tag “{c.name}”).")
+                    st.success(f"Concept **{c['name']}** created: {c['photos']} photos carry it "
+                               f"(tag “{c['name']}”).")  # fmt: skip
             a1, a2 = st.columns([3, 2], vertical_alignment="bottom")
             album = a1.text_input("Album name", key="album_name", placeholder="summer 2024")
             if a2.button("Save search as album", key="save_album"):
-                spec = make_spec(_album_query(req), good, bad, (), req.tags, req.folder,
-                                 req.since, req.until, req.k, req.threshold, req.adaptive)  # fmt: skip
-                a = _write(cfg, lambda w: w.albums.save(album, spec))
+                a = _write(cfg, "album.save", name=album, query=_album_query(req),
+                           like=list(good), unlike=list(bad), tags=list(req.tags),
+                           folder=req.folder, since=req.since, until=req.until, k=req.k,
+                           threshold=req.threshold, adaptive=req.adaptive)  # fmt: skip
                 if a is not None:
-                    st.success(f"Album **{a.name}** saved (see Albums).")
+                    st.success(f"Album **{a['name']}** saved (see Albums).")
 
 
 def render_albums(lib, cfg: Config) -> None:  # noqa: ANN001

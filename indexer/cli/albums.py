@@ -8,8 +8,8 @@
     clipsearch albums export NAME (--links DIR | --paths FILE|-)
     clipsearch albums delete NAME
 
-PHOTO: an image id or an indexed path. ``create`` replaces an album of that name and needs the
-writer lock (stop ``watch`` first). JSON (fields only ever added): an album is ``{"name": str,
+PHOTO: an image id or an indexed path. ``create`` replaces an album of that name; while ``watch``
+runs (it holds the writer lock) the daemon saves it for the command (:mod:`indexer.cli.writes`). JSON (fields only ever added): an album is ``{"name": str,
 "spec": {...} (see indexer.search.albums), "created": float, "updated": float, "count": int,
 "results": [{"rank", "id", "path", "score"}]}`` (``show``) and ``{"albums": [{"name", "spec",
 "created", "updated", "count"}]}`` (``list``).
@@ -21,7 +21,9 @@ import argparse
 import os
 import sys
 
+from indexer.cli.concepts import photo_args
 from indexer.cli.registry import UserError, command, dump, printable
+from indexer.cli.writes import album_doc, write
 from indexer.config import Config
 
 
@@ -56,36 +58,33 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.set_defaults(json=False)
 
 
-def _summary(lib, album) -> dict:  # noqa: ANN001
-    return {"name": album.name, "spec": album.spec, "created": album.created,
-            "updated": album.updated, "count": len(lib.albums.run(album).hits)}  # fmt: skip
-
-
 @command("albums", "smart albums: saved searches that stay current (list, create, show, "
          "export, delete)", _configure)  # fmt: skip
 def run_albums(args: argparse.Namespace, cfg: Config) -> int:
     from indexer.library import Library
-    from indexer.search.albums import DEFAULT_K, make_spec
+    from indexer.search.albums import DEFAULT_K
 
     action = args.action or "list"
-    with Library.open(cfg, writer=action in ("create", "delete")) as lib:
+    if action == "create":
+        doc = write(cfg, "album.save", name=args.name, query=args.query,
+                    like=photo_args(args.like), unlike=photo_args(args.unlike), concepts=args.concept,
+                    tags=args.tags, folder=args.folder, since=args.since, until=args.until,
+                    k=args.k or DEFAULT_K, threshold=args.threshold, adaptive=args.adaptive)  # fmt: skip
+        dump(doc) if args.json else print(f"{doc['name']}: {doc['count']} photos")
+        return 0
+    if action == "delete":
+        write(cfg, "album.delete", name=args.name)
+        print(f"deleted album {args.name!r}")
+        return 0
+    with Library.open(cfg) as lib:
         if action == "list":
-            docs = [_summary(lib, a) for a in lib.albums.list()]
+            docs = [album_doc(lib, a) for a in lib.albums.list()]
             if args.json:
                 dump({"albums": docs})
             for d in [] if args.json else docs:
                 print(f"{d['name']}: {d['count']} photos")
             if not docs and not args.json:
                 print("no albums yet: clipsearch albums create NAME QUERY")
-        elif action == "create":
-            store = lib.store
-            spec = make_spec(args.query, lib.search_engine.resolve_ids(store, args.like),
-                             lib.search_engine.resolve_ids(store, args.unlike), args.concept,
-                             args.tags, args.folder, args.since, args.until,
-                             args.k or DEFAULT_K, args.threshold, args.adaptive)  # fmt: skip
-            album = lib.albums.save(args.name, spec)
-            doc = _summary(lib, album)
-            dump(doc) if args.json else print(f"{doc['name']}: {doc['count']} photos")
         elif action == "show":
             album = lib.albums.get(args.name)
             hits = lib.albums.run(album).hits
@@ -108,9 +107,6 @@ def run_albums(args: argparse.Namespace, cfg: Config) -> int:
                     with open(os.path.expanduser(args.paths), "w", encoding="utf-8",
                               errors="surrogateescape") as fh:  # fmt: skip
                         fh.write(text)
-        elif action == "delete":
-            lib.albums.delete(args.name)
-            print(f"deleted album {args.name!r}")
         else:  # pragma: no cover - argparse limits the choices
             raise UserError(f"unknown albums action {action!r}")
     return 0

@@ -10,7 +10,8 @@ PHOTO is an image id or an indexed path. A concept is fitted on the stored vecto
 (:mod:`indexer.learn`), stored in the index and applied as a tag named NAME to every photo it
 matches, now and as photos are indexed (``watch`` too): ``search --tag NAME``,
 ``concept:NAME`` in a query, ``tags`` and ``export`` show it. ``reindex`` refits concepts on
-the new model's vectors. Teaching needs the writer lock (stop ``watch`` first).
+the new model's vectors. While ``watch`` runs (it holds the writer lock), the daemon runs the
+change for the command (:mod:`indexer.cli.writes`).
 
 JSON (``--json``; fields only ever added): a concept is ``{"name": str, "examples": [int],
 "negatives": [int], "hint": str|null, "threshold": float (logit), "photos": int (tagged),
@@ -21,18 +22,13 @@ JSON (``--json``; fields only ever added): a concept is ``{"name": str, "example
 from __future__ import annotations
 
 import argparse
+import os
 
 from indexer.cli.registry import UserError, command, dump
+from indexer.cli.writes import concept_doc, write
 from indexer.config import Config
 
 ACTIONS = ("teach", "add", "remove", "show", "delete")
-
-
-def concept_doc(c, photos: int) -> dict:  # noqa: ANN001 - an indexer.store.Concept
-    """The JSON document of one concept."""
-    return {"name": c.name, "examples": list(c.positives), "negatives": list(c.negatives),
-            "hint": c.hint, "threshold": round(float(c.threshold), 6), "photos": photos,
-            "model": c.model, "created": c.created, "updated": c.updated, "stats": c.stats}  # fmt: skip
 
 
 def _line(doc: dict) -> str:
@@ -56,29 +52,34 @@ def configure_concept(p: argparse.ArgumentParser) -> None:
 def run_concept(args: argparse.Namespace, cfg: Config) -> int:
     from indexer.library import Library
 
-    writer = args.action in ("teach", "add", "remove", "delete")
     if args.action in ("show", "delete") and (args.photos or args.negative):
         raise UserError(f"concept {args.action} takes a NAME only")
     if args.action in ("add", "remove") and not (args.photos or args.negative):
         raise UserError(f"concept {args.action}: give photos (or --negative photos)")
-    with Library.open(cfg, writer=writer) as lib:
-        svc = lib.concepts
-        if args.action == "teach":
-            c = svc.teach(args.name, args.photos, args.negative, args.hint)
-        elif args.action == "add":
-            c = svc.edit(args.name, add=args.photos, add_negatives=args.negative)
-        elif args.action == "remove":
-            c = svc.edit(args.name, remove=args.photos, remove_negatives=args.negative)
-        elif args.action == "delete":
-            c = svc.get(args.name)
-            svc.delete(c.name)
-            print(f"deleted concept {c.name!r}") if not args.json else dump({"deleted": c.name})
-            return 0
-        else:
-            c = svc.get(args.name)
-        doc = concept_doc(c, lib.tag_counts().get(c.name, 0))
+    photos, negatives = photo_args(args.photos), photo_args(args.negative)
+    if args.action == "show":
+        with Library.open(cfg) as lib:
+            doc = concept_doc(lib, lib.concepts.get(args.name))
+    elif args.action == "teach":
+        doc = write(cfg, "concept.teach", name=args.name, photos=photos, negatives=negatives,
+                    hint=args.hint)  # fmt: skip
+    elif args.action == "add":
+        doc = write(cfg, "concept.edit", name=args.name, add=photos, add_negatives=negatives)
+    elif args.action == "remove":
+        doc = write(cfg, "concept.edit", name=args.name, remove=photos,
+                    remove_negatives=negatives)  # fmt: skip
+    else:
+        doc = write(cfg, "concept.delete", name=args.name)
+        print(f"deleted concept {doc['deleted']!r}") if not args.json else dump(doc)
+        return 0
     dump(doc) if args.json else print(_line(doc))
     return 0
+
+
+def photo_args(values: list[str]) -> list[int | str]:
+    """Ids as ints, paths made absolute (the watch daemon may run them from another folder)."""
+    return [int(v) if v.isdigit() else v if v.lower().startswith("id:")
+            else os.path.abspath(os.path.expanduser(v)) for v in values]  # fmt: skip
 
 
 def configure_concepts(p: argparse.ArgumentParser) -> None:
@@ -90,8 +91,7 @@ def run_concepts(args: argparse.Namespace, cfg: Config) -> int:
     from indexer.library import Library
 
     with Library.open(cfg) as lib:
-        counts = lib.tag_counts()
-        docs = [concept_doc(c, counts.get(c.name, 0)) for c in lib.concepts.list()]
+        docs = [concept_doc(lib, c) for c in lib.concepts.list()]
     if args.json:
         dump({"concepts": docs})
     else:

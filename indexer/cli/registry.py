@@ -81,11 +81,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from indexer.search.albums import AlbumError
     from indexer.search.engine import QueryError
     from indexer.store import IndexBusyError, IndexMissingError, ModelMismatchError, SchemaError
+    from indexer.watch.mailbox import RequestError
 
     return (UserError, ConfigError, RootMissingError, PathOutsideRootsError, FileNotFoundError,
             ModelMismatchError, EncoderUnavailableError, IndexMissingError, IndexBusyError,
             QueryError, SchemaError, PermissionError, NotADirectoryError,
-            ConceptError, AlbumError)  # fmt: skip
+            ConceptError, AlbumError, RequestError)  # fmt: skip
 
 
 def printable(path: str) -> str:

@@ -23,6 +23,7 @@ def _watch_args(p: argparse.ArgumentParser) -> None:
     _watch_args,
 )
 def _cmd_watch(args: argparse.Namespace, cfg: Config) -> int:
+    from indexer.cli import writes
     from indexer.library import Library
     from indexer.watch.logs import setup_logging
     from indexer.watch.service import WatchError, WatchService
@@ -35,7 +36,8 @@ def _cmd_watch(args: argparse.Namespace, cfg: Config) -> int:
     except OSError as exc:
         raise UserError(f"cannot open log file {log_file}: {exc.strerror or exc}") from None
     try:
-        service = WatchService(cfg, lambda c: Library.open(c, writer=True), args.observer)
+        service = WatchService(cfg, lambda c: Library.open(c, writer=True), args.observer,
+                               handle_request=writes.handle)  # fmt: skip
         return service.run()
     except WatchError as exc:
         raise UserError(str(exc)) from None

@@ -26,7 +26,11 @@ def concept_rows(vectors: np.ndarray, concepts: Sequence[Concept]) -> list[TagLi
     w = np.stack([c.weights for c in concepts])
     b = np.asarray([c.bias for c in concepts], np.float32)
     thr = np.asarray([c.threshold for c in concepts], np.float32)
-    z = logits(vectors, w, b)
+    centers = None
+    if any(c.center is not None for c in concepts):
+        centers = np.stack([c.center if c.center is not None else np.zeros_like(c.weights)
+                            for c in concepts])  # fmt: skip
+    z = logits(vectors, w, b, centers)
     rows, cols = np.nonzero(z >= thr)
     probs = probability(z[rows, cols])
     out: list[TagList] = [[] for _ in range(len(vectors))]

@@ -174,7 +174,8 @@ class ConceptService:
             raise ConceptError(f"concept {name!r}: {exc}") from None
         now = time.time()
         return Concept(name, pos, neg, fitted.weights, fitted.bias, fitted.threshold, hint,
-                       store.meta().get("checkpoint_sha256", ""), fitted.stats, now, now)  # fmt: skip
+                       store.meta().get("checkpoint_sha256", ""), fitted.stats, now, now,
+                       fitted.center)  # fmt: skip
 
 
 def _unique(ids: Sequence[int]) -> list[int]:

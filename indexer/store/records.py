@@ -84,8 +84,9 @@ class TagView:
 class Concept:
     """A personal concept taught by example: a linear model over this version's vectors.
 
-    ``positives``/``negatives`` are image ids of the examples; ``logit(x) = x @ weights + bias``
-    and photos with ``logit >= threshold`` carry the concept as a tag named ``name``.
+    ``positives``/``negatives`` are image ids of the examples; ``logit(x) = z @ weights + bias``
+    with ``z = (x - center) / |x - center|`` (``z = x`` when ``center`` is None), and photos with
+    ``logit >= threshold`` carry the concept as a tag named ``name``.
     ``model`` is the checkpoint sha256 of the vectors it was fitted on.
     """
 
@@ -100,6 +101,7 @@ class Concept:
     stats: dict = field(default_factory=dict)
     created: float = 0.0
     updated: float = 0.0
+    center: np.ndarray | None = None
 
 
 @dataclass

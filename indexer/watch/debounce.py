@@ -99,6 +99,20 @@ class PendingPaths:
         p.next_check = now + self.wc.debounce_seconds / self.wc.stable_checks
         return p
 
+    def retry(
+        self, paths: list[str], kinds: dict[str, str], attempts: dict, now: float, wait: float
+    ) -> None:
+        """Queue the paths of a failed batch again in ``wait`` seconds (3 attempts each)."""
+        for p in paths:
+            tries = attempts.get(p, 0) + 1
+            if tries >= 3:
+                log.error("giving up on %s after %d failed batches", p, tries)
+                continue
+            root = self.root_of(p)
+            if root is not None and p not in self.pending:
+                e = self.touch(p, root, kinds.get(p, "file"), now)
+                e.attempts, e.next_check = tries, now + wait
+
     def handle_event(self, etype: str, src: str, dest: str, is_dir: bool, now: float) -> None:
         if etype in ("opened", "closed_no_write", "modified") and is_dir:
             return

@@ -20,7 +20,9 @@ work is kept; the rest is picked up by the next start's reconcile), the FAISS fi
 and the process exits 0. SIGKILL at any moment is safe by the index's own guarantees.
 
 The main thread blocks in ``select`` on a wake-up pipe (events and signals write to it) with
-a timeout of the next due check; idle, it wakes every 2 s for the root check only.
+a timeout of the next due check; idle, it wakes every 2 s for the root check only. Writes that
+other processes hand over while it holds the lock (:mod:`indexer.watch.mailbox`) run between
+batches.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, Protocol
 
 from indexer.config import Config
 from indexer.store import IndexBusyError
+from indexer.watch import mailbox
 from indexer.watch.debounce import Pending, PendingPaths
 from indexer.watch.logs import RecentErrors
 from indexer.watch.roots import Event, Observers, Root, WatchError, ident
@@ -62,7 +65,9 @@ class WatchedLibrary(Protocol):
 class WatchService:
     """The ``clipsearch watch`` loop; :meth:`run` returns the exit code.
 
-    ``open_library(cfg)`` opens the index for writing (``Library.open(cfg, writer=True)``).
+    ``open_library(cfg)`` opens the index for writing (``Library.open(cfg, writer=True)``);
+    ``handle_request(lib, op, kwargs)`` runs the writes other processes hand over while the
+    daemon holds the lock (:mod:`indexer.watch.mailbox`; None: they are left waiting).
     """
 
     def __init__(
@@ -70,8 +75,10 @@ class WatchService:
         cfg: Config,
         open_library: Callable[[Config], WatchedLibrary],
         observer: str | None = None,
+        handle_request: Callable[[WatchedLibrary, str, dict], dict] | None = None,
     ):
         self.cfg = cfg
+        self.handle_request = handle_request
         self.wc = cfg.watch
         self.open_library = open_library
         self.roots = {os.path.abspath(r): Root(os.path.abspath(r)) for r in cfg.roots}
@@ -130,10 +137,7 @@ class WatchService:
             "queue": len(self.pending),
             "batches": self.batches,
             "last_batch": self.last_batch,
-            "roots": [
-                {"path": r.path, "online": r.online, "observer": r.mode}
-                for r in self.roots.values()
-            ],  # fmt: skip
+            "roots": [{"path": r.path, "online": r.online, "observer": r.mode} for r in self.roots.values()],  # fmt: skip
             "offline_roots": [r.path for r in self.roots.values() if not r.online],
             "errors": list(self._errors.items),
         }
@@ -211,16 +215,21 @@ class WatchService:
                 self._go_online(root)
 
     def _drain_events(self, now: float) -> None:
-        if not self.events:
-            return
+        self._status_dirty |= bool(self.events)
         while self.events:
             etype, src, dest, is_dir = self.events.popleft()
             self.queue.handle_event(etype, src, dest, is_dir, now)
-        self._status_dirty = True
 
     # ----------------------------------------------------------------- indexing
     def _stop_requested(self) -> bool:
+        self.serve_requests()  # between two batches of a long run, too
         return self.stopping
+
+    def serve_requests(self) -> None:
+        """Run the writes handed over by other processes (see :mod:`indexer.watch.mailbox`)."""
+        if self.lib is not None and self.handle_request is not None and not self.stopping:
+            lib, handle = self.lib, self.handle_request
+            mailbox.serve(self.index_dir, lambda op, kwargs: handle(lib, op, kwargs))
 
     def index_batch(self, paths: list[str], kinds: dict[str, str], attempts: dict) -> None:
         online = [p for p in paths if (r := self.queue.root_of(p)) is not None and r.online
@@ -240,16 +249,7 @@ class WatchService:
         except Exception as exc:  # noqa: BLE001 - keep watching; retry the batch later
             log.error("batch %d (%d paths) failed: %s: %s", n, len(targets), type(exc).__name__,
                       exc, exc_info=log.isEnabledFor(logging.DEBUG))  # fmt: skip
-            now = time.monotonic()
-            for p in targets:
-                tries = attempts.get(p, 0) + 1
-                if tries >= 3:
-                    log.error("giving up on %s after %d failed batches", p, tries)
-                    continue
-                root = self.queue.root_of(p)
-                if root is not None and p not in self.pending:
-                    e = self.queue.touch(p, root, kinds.get(p, "file"), now)
-                    e.attempts, e.next_check = tries, now + RETRY_SECONDS
+            self.queue.retry(targets, kinds, attempts, time.monotonic(), RETRY_SECONDS)
             return
         self.last_update = time.time()
         secs = time.monotonic() - t0
@@ -294,18 +294,18 @@ class WatchService:
         try:
             return self.open_library(self.cfg)
         except IndexBusyError as exc:
-            doc = read_status(Path(self.index_dir))
-            lock_pid = (Path(self.index_dir) / "writer.lock").read_text().strip()
-            if doc and str(doc.get("pid")) == lock_pid and doc.get("state") != "stopped":
+            pid = mailbox.watch_pid(self.index_dir)
+            if pid is not None:
                 raise WatchError(
                     f"clipsearch watch is already running for the index in {self.index_dir} "
-                    f"(pid {lock_pid}); stop it first (e.g. systemctl --user stop "
-                    "clipsearch-watch)"
+                    f"(pid {pid}); stop it first (e.g. systemctl --user stop clipsearch-watch)"
                 ) from None
             raise WatchError(str(exc)) from None
 
     def run(self) -> int:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        # a request was handed over: the handler does nothing, the wake-up fd wakes the loop
+        old[mailbox.WAKE_SIGNAL] = signal.signal(mailbox.WAKE_SIGNAL, lambda *_: None)
         old_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         logging.getLogger("clipsearch").addHandler(self._errors)
         try:
@@ -355,6 +355,7 @@ class WatchService:
                 pass
             if self.stopping:
                 break
+            self.serve_requests()
             now = time.monotonic()
             self._drain_events(now)
             if now >= next_root_check:

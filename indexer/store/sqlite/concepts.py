@@ -1,5 +1,5 @@
-"""Personal concepts (schema 3: the ``concepts`` table, the ``concepts_gen`` key) and smart
-albums (schema 4: the ``albums`` table) in SQLite.
+"""Personal concepts (schema 3: the ``concepts`` table, the ``concepts_gen`` key; schema 5: their
+``center``) and smart albums (schema 4: the ``albums`` table) in SQLite.
 
 A concept's tag rows are ordinary ``tags`` rows named after it; these functions run on the
 connection of one transaction (the tag writer's) or of a read.
@@ -26,7 +26,8 @@ def read_concepts(conn: Connection) -> list[Concept]:
     return [
         Concept(r.name, json.loads(r.positives), json.loads(r.negatives),
                 np.frombuffer(r.weights, dtype="<f4").astype(np.float32), float(r.bias),
-                float(r.threshold), r.hint, r.model, json.loads(r.stats), r.created, r.updated)
+                float(r.threshold), r.hint, r.model, json.loads(r.stats), r.created, r.updated,
+                None if r.center is None else np.frombuffer(r.center, "<f4").astype(np.float32))
         for r in rows
     ]  # fmt: skip
 
@@ -44,6 +45,7 @@ def put_concept(conn: Connection, c: Concept) -> None:
         "weights": np.ascontiguousarray(c.weights, dtype="<f4").tobytes(),
         "bias": float(c.bias), "threshold": float(c.threshold), "model": c.model,
         "stats": json.dumps(c.stats), "created": float(c.created), "updated": float(c.updated),
+        "center": None if c.center is None else np.ascontiguousarray(c.center, "<f4").tobytes(),
     }  # fmt: skip
     conn.execute(delete(ConceptRow).where(ConceptRow.name == c.name))
     conn.execute(ConceptRow.__table__.insert().values(name=c.name, **values))

@@ -41,7 +41,7 @@ from sqlalchemy.pool import NullPool
 from indexer.store.errors import SchemaError, StoreError, StoreUnavailableError
 from indexer.store.records import STATUS_ERROR, STATUS_OK  # noqa: F401 - the status column
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class Base(DeclarativeBase):
@@ -130,6 +130,7 @@ class ConceptRow(Base):
     stats: Mapped[str] = mapped_column(Text, nullable=False)
     created: Mapped[float] = mapped_column(Float, nullable=False)
     updated: Mapped[float] = mapped_column(Float, nullable=False)
+    center: Mapped[bytes | None] = mapped_column(LargeBinary)  # schema 5 (None: uncentred)
 
 
 class AlbumRow(Base):
@@ -175,8 +176,15 @@ def _v4(conn: Connection) -> None:
     Base.metadata.create_all(conn, tables=[AlbumRow.__table__])
 
 
+def _v5(conn: Connection) -> None:
+    """Schema 5: ``concepts.center`` (concepts fitted on centred vectors; old rows stay uncentred)."""
+    # _v3 creates the table from today's definition: a database made from scratch has it already
+    if "center" not in {c["name"] for c in inspect(conn).get_columns("concepts")}:
+        conn.execute(text("ALTER TABLE concepts ADD COLUMN center BLOB"))
+
+
 # version -> function upgrading a database at version-1 to version (1 creates from scratch).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
 
 
 def make_engine(path: Path, writer: bool) -> Engine:

@@ -1,0 +1,130 @@
+"""Random-weight checkpoints of the non-OpenAI families in their reference's own formats:
+Hugging Face ``save_pretrained`` folders of ``SiglipModel`` / ``Siglip2Model`` (safetensors +
+config.json + tokenizer), and open_clip's ``xlm-roberta-base-ViT-B-32`` layout (an open_clip
+state dict: ``visual.*`` OpenAI ViT, ``text.transformer.*`` XLM-R, ``text.proj``) built from
+transformers' ``CLIPVisionModelWithProjection`` and ``XLMRobertaModel``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .family_tokenizers import train_gemma_tokenizer, train_spiece, train_xlmr_tokenizer
+
+
+@torch.no_grad()
+def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every float parameter perturbed (constant-initialised ones too: norms, biases, probe)."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith("logit_scale") or name.endswith("logit_bias"):
+            continue
+        p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return model.float().eval()
+
+
+def siglip_config(family: str = "siglip", vocab: int = 400, **vision):
+    """A small SiglipConfig / Siglip2Config (2 layers per tower, width 64, 2 heads)."""
+    import transformers
+
+    text = dict(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=16, projection_size=64)  # fmt: skip
+    v = dict(hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=2,
+             patch_size=8)  # fmt: skip
+    if family == "siglip":
+        v["image_size"] = 32
+        cls = transformers.SiglipConfig
+    else:
+        v["num_patches"] = 16
+        cls = transformers.Siglip2Config
+    v.update(vision)
+    return cls(text_config=text, vision_config=v)
+
+
+def siglip_reference(family: str = "siglip", seed: int = 0, **vision):
+    import transformers
+
+    torch.manual_seed(seed)
+    cls = transformers.SiglipModel if family == "siglip" else transformers.Siglip2Model
+    vocab = 400 if family == "siglip" else 600  # the sizes the tokenizers are trained to
+    model = cls(siglip_config(family, vocab, **vision))
+    with torch.no_grad():
+        model.logit_scale.fill_(2.3)
+        model.logit_bias.fill_(-4.0)
+    return randomise(model, seed)
+
+
+def write_siglip(folder: Path, family: str = "siglip", seed: int = 0):
+    """A ``save_pretrained`` folder with its tokenizer file; returns the reference model."""
+    model = siglip_reference(family, seed)
+    model.save_pretrained(folder)
+    if family == "siglip":
+        train_spiece(folder)
+    else:
+        train_gemma_tokenizer(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 3}))  # fmt: skip
+    return model
+
+
+class XlmrReference(torch.nn.Module):
+    """open_clip's xlm-roberta CLIP rebuilt from transformers parts: CLIP's vision tower with
+    projection, XLMRobertaModel (no pooler), mean pooling over the real tokens, MLP proj."""
+
+    def __init__(self, width: int = 64, embed: int = 48, seed: int = 0):
+        import transformers
+
+        super().__init__()
+        torch.manual_seed(seed)
+        vcfg = transformers.CLIPVisionConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                                             num_attention_heads=1, image_size=32, patch_size=8,
+                                             projection_dim=embed, hidden_act="gelu")  # fmt: skip
+        self.vision = transformers.CLIPVisionModelWithProjection(vcfg)
+        tcfg = transformers.XLMRobertaConfig(vocab_size=501, hidden_size=width, num_hidden_layers=2,
+                                             num_attention_heads=width // 64 or 1,
+                                             intermediate_size=3 * width,
+                                             max_position_embeddings=80, pad_token_id=1,
+                                             type_vocab_size=1, layer_norm_eps=1e-5)  # fmt: skip
+        self.text = transformers.XLMRobertaModel(tcfg, add_pooling_layer=False)
+        hidden = (width + embed) // 2
+        self.proj = torch.nn.Sequential(torch.nn.Linear(width, hidden, bias=False), torch.nn.GELU(),
+                                        torch.nn.Linear(hidden, embed, bias=False))  # fmt: skip
+        randomise(self, seed)
+
+    def encode_image(self, pixels):
+        return self.vision(pixel_values=pixels).image_embeds
+
+    def encode_text(self, ids):
+        mask = (ids != 1).long()
+        h = self.text(input_ids=ids, attention_mask=mask).last_hidden_state
+        return self.proj((h * mask.unsqueeze(-1)).sum(1) / mask.sum(-1, keepdim=True))
+
+    def open_clip_state_dict(self) -> dict[str, torch.Tensor]:
+        from clipmodel.convert import convert_state_dict
+
+        hf = {"vision_model." + k.removeprefix("vision_model."): v
+              for k, v in self.vision.state_dict().items() if k.startswith("vision_model.")}  # fmt: skip
+        hf["visual_projection.weight"] = self.vision.visual_projection.weight
+        sd = {k: v for k, v in convert_state_dict(hf).items()}
+        sd.update({f"text.transformer.{k}": v for k, v in self.text.state_dict().items()})
+        sd.update({f"text.proj.{k}": v for k, v in self.proj.state_dict().items()})
+        sd["logit_scale"] = torch.tensor(2.6592)
+        return {k: v.clone().contiguous() for k, v in sd.items()}
+
+
+def write_xlmr(folder: Path, seed: int = 0) -> XlmrReference:
+    """An open_clip hub-style folder: open_clip_config.json, open_clip_pytorch_model.bin and
+    XLM-R's tokenizer.json (trained here). Returns the reference."""
+    ref = XlmrReference(seed=seed).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": ref.open_clip_state_dict()}, folder / "open_clip_pytorch_model.bin")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
+        "embed_dim": 48, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+        "text_cfg": {"hf_model_name": "xlm-roberta-base", "hf_tokenizer_name": "xlm-roberta-base",
+                     "hf_proj_type": "mlp", "hf_pooler_type": "mean_pooler", "heads": 1}},
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                           "std": [0.26862954, 0.26130258, 0.27577711]}}))  # fmt: skip
+    train_xlmr_tokenizer(folder)
+    return ref

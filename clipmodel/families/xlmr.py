@@ -61,7 +61,7 @@ class _Attention(nn.Module):
         self.output = _DenseNorm(c.width, c.width, c.eps)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return self.output(getattr(self, "self")(x, mask), x)
+        return self.output(self.self(x, mask), x)
 
 
 class _Intermediate(nn.Module):

@@ -3,6 +3,7 @@ status and the UI page with a random SigLIP and a random multilingual (XLM-R) ch
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -33,6 +34,14 @@ def test_pipeline_end_to_end(tmp_path, coco_images, family, monkeypatch):
         assert hit.path == os.fspath(photo) and hit.score == pytest.approx(1.0, abs=1e-4)
         long_text = " ".join(["eine rote Straßenbahn vor dem Bahnhof"] * 30)
         assert len(lib.search(long_text, k=3).hits) == 3
+        # tags: a sigmoid model's thresholds sit at its own 50% point, -bias / scale
+        vocab = lib.tags.scoring_vocabulary(lib.store.model_identity())
+        want = 4.0 / math.exp(2.3) if family == "siglip2" else 0.25
+        assert vocab.default_threshold == pytest.approx(want, abs=1e-5)
+        standalone = {t.name: vocab.threshold_for(t) for t in vocab.active_tags()
+                      if not vocab.is_exclusive(t)}  # fmt: skip
+        for tags in lib.all_image_tags().values():
+            assert all(score >= standalone[t] - 1e-6 for t, score in tags if t in standalone)
         assert isinstance(lib.tag_counts(), dict)
         lib.image_tags(hit.id)
         assert isinstance(lib.duplicates(0.99), list)

@@ -59,6 +59,9 @@ def load_folder(path: Path, family: str):
     model.image_spec = siglip_load.image_spec(path, model.config)
     model.checkpoint_sha256 = sha256_file(files[0])
     model.checkpoint_format = f"huggingface {family}"
+    # in fp32, before any lower-precision copy: (exp(logit_scale), logit_bias)
+    model.sigmoid_calibration = (float(model.logit_scale.detach().exp()),
+                                 float(model.logit_bias.detach()))  # fmt: skip
     model.architecture = siglip_load.describe(model.config)
     return model
 

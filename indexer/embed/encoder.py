@@ -179,7 +179,12 @@ class ClipEncoder:
         self.rows_per_call = int(getattr(model, "rows_per_call", 0))
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.image_resolution = int(model.image_resolution)
-        settings = {"preprocess": repr(preprocess), "resolution": self.image_resolution}
+        settings: dict[str, Any] = {"preprocess": repr(preprocess),
+                                    "resolution": self.image_resolution}  # fmt: skip
+        sigmoid = getattr(model, "sigmoid_calibration", None)
+        if sigmoid is not None:  # a sigmoid model (SigLIP): tag thresholds follow its calibration
+            settings["sigmoid"] = {"logit_scale": round(sigmoid[0], 6),
+                                   "logit_bias": round(sigmoid[1], 6)}  # fmt: skip
         self.identity = ModelIdentity(
             name=name,
             checkpoint_sha256=str(model.checkpoint_sha256),

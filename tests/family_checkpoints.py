@@ -43,22 +43,29 @@ def siglip_config(family: str = "siglip", vocab: int = 400, **vision):
     return cls(text_config=text, vision_config=v)
 
 
-def siglip_reference(family: str = "siglip", seed: int = 0, **vision):
+def siglip_reference(family: str = "siglip", seed: int = 0, full: bool = False, **vision):
+    """A random SigLIP / SigLIP2: small, or ``full``: transformers' default configuration
+    (ViT-B/16, 224 px for SigLIP, 256 patches for SigLIP2, their real vocabulary sizes)."""
     import transformers
 
     torch.manual_seed(seed)
     cls = transformers.SiglipModel if family == "siglip" else transformers.Siglip2Model
     vocab = 400 if family == "siglip" else 600  # the sizes the tokenizers are trained to
-    model = cls(siglip_config(family, vocab, **vision))
+    if full:
+        conf = (transformers.SiglipConfig() if family == "siglip"
+                else transformers.Siglip2Config(text_config={"vocab_size": 256000}))  # Gemma's
+    else:
+        conf = siglip_config(family, vocab, **vision)
+    model = cls(conf)
     with torch.no_grad():
         model.logit_scale.fill_(2.3)
         model.logit_bias.fill_(-4.0)
     return randomise(model, seed)
 
 
-def write_siglip(folder: Path, family: str = "siglip", seed: int = 0):
+def write_siglip(folder: Path, family: str = "siglip", seed: int = 0, full: bool = False):
     """A ``save_pretrained`` folder with its tokenizer file; returns the reference model."""
-    model = siglip_reference(family, seed)
+    model = siglip_reference(family, seed, full)
     model.save_pretrained(folder)
     if family == "siglip":
         train_spiece(folder)
@@ -73,19 +80,29 @@ class XlmrReference(torch.nn.Module):
     """open_clip's xlm-roberta CLIP rebuilt from transformers parts: CLIP's vision tower with
     projection, XLMRobertaModel (no pooler), mean pooling over the real tokens, MLP proj."""
 
-    def __init__(self, width: int = 64, embed: int = 48, seed: int = 0):
+    def __init__(self, width: int = 64, embed: int = 48, seed: int = 0, full: bool = False):
+        """Small, or ``full``: xlm-roberta-base (768 x 12 layers, 250,002 tokens, 514
+        positions) beside a ViT-B/32 at 224 px, embeddings of 512."""
         import transformers
 
         super().__init__()
         torch.manual_seed(seed)
-        vcfg = transformers.CLIPVisionConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                                             num_attention_heads=1, image_size=32, patch_size=8,
-                                             projection_dim=embed, hidden_act="gelu")  # fmt: skip
+        if full:
+            width, embed = 768, 512
+            vcfg = transformers.CLIPVisionConfig(projection_dim=512, hidden_act="gelu",
+                                                 patch_size=32)  # fmt: skip
+            layers, heads, vocab, positions = 12, 12, 250002, 514
+        else:
+            vcfg = transformers.CLIPVisionConfig(hidden_size=64, intermediate_size=256,
+                                                 num_hidden_layers=2, num_attention_heads=1,
+                                                 image_size=32, patch_size=8, projection_dim=embed,
+                                                 hidden_act="gelu")  # fmt: skip
+            layers, heads, vocab, positions = 2, 1, 501, 80
         self.vision = transformers.CLIPVisionModelWithProjection(vcfg)
-        tcfg = transformers.XLMRobertaConfig(vocab_size=501, hidden_size=width, num_hidden_layers=2,
-                                             num_attention_heads=width // 64 or 1,
-                                             intermediate_size=3 * width,
-                                             max_position_embeddings=80, pad_token_id=1,
+        tcfg = transformers.XLMRobertaConfig(vocab_size=vocab, hidden_size=width,
+                                             num_hidden_layers=layers, num_attention_heads=heads,
+                                             intermediate_size=4 * width if full else 3 * width,
+                                             max_position_embeddings=positions, pad_token_id=1,
                                              type_vocab_size=1, layer_norm_eps=1e-5)  # fmt: skip
         self.text = transformers.XLMRobertaModel(tcfg, add_pooling_layer=False)
         hidden = (width + embed) // 2
@@ -114,16 +131,19 @@ class XlmrReference(torch.nn.Module):
         return {k: v.clone().contiguous() for k, v in sd.items()}
 
 
-def write_xlmr(folder: Path, seed: int = 0) -> XlmrReference:
+def write_xlmr(folder: Path, seed: int = 0, full: bool = False) -> XlmrReference:
     """An open_clip hub-style folder: open_clip_config.json, open_clip_pytorch_model.bin and
-    XLM-R's tokenizer.json (trained here). Returns the reference."""
-    ref = XlmrReference(seed=seed).eval()
+    XLM-R's tokenizer.json (trained here). Returns the reference. ``full``: open_clip's
+    xlm-roberta-base-ViT-B-32 sizes, its config without a head count (width / 64 = 12)."""
+    ref = XlmrReference(seed=seed, full=full).eval()
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": ref.open_clip_state_dict()}, folder / "open_clip_pytorch_model.bin")
+    text_cfg = {"hf_model_name": "xlm-roberta-base", "hf_tokenizer_name": "xlm-roberta-base",
+                "hf_proj_type": "mlp", "hf_pooler_type": "mean_pooler"}
+    if not full:
+        text_cfg["heads"] = 1
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
-        "embed_dim": 48, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-        "text_cfg": {"hf_model_name": "xlm-roberta-base", "hf_tokenizer_name": "xlm-roberta-base",
-                     "hf_proj_type": "mlp", "hf_pooler_type": "mean_pooler", "heads": 1}},
+        "embed_dim": 512 if full else 48, "text_cfg": text_cfg},
         "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
                            "std": [0.26862954, 0.26130258, 0.27577711]}}))  # fmt: skip
     train_xlmr_tokenizer(folder)

@@ -4,8 +4,9 @@ their SHA256, licence and languages.
 
 Files are fetched into ``<cache>/models/<name with / as __>/`` and verified before anything
 reads them (clipmodel.download). Hashes: none of these files has a SHA256 that we could
-check against a published one while writing this table (no network), so every entry is
-**to be pinned on first verified download**: the first download is hashed and the hash kept
+check against a published one while writing this table (no network), except OpenAI's image
+checkpoints that M-CLIP pairs with (their published hashes, clipmodel.download), so every
+other file is **to be pinned on first verified download**: the first download is hashed and the hash kept
 in ``pins.json`` beside the files; every later use must match it (a changed or corrupt file is
 refused), and a pin that a later release publishes can be written into ``sha256`` here. A
 file placed there by hand (offline) is pinned the same way on first use.
@@ -41,13 +42,14 @@ HF = "https://huggingface.co/{repo}/resolve/main/{file}"
 
 @dataclass(frozen=True)
 class RemoteFile:
-    repo: str  # Hugging Face hub repository
+    repo: str  # Hugging Face hub repository ("" with ``source``)
     filename: str
     sha256: str | None = None  # None: pinned on first verified download (see module docs)
+    source: str = ""  # a URL elsewhere (OpenAI's image checkpoints for M-CLIP)
 
     @property
     def url(self) -> str:
-        return HF.format(repo=self.repo, file=self.filename)
+        return self.source or HF.format(repo=self.repo, file=self.filename)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,19 @@ def _xlmr(name: str, repo: str, tokenizer_repo: str) -> RegisteredModel:
                            load="open_clip_pytorch_model.bin")  # fmt: skip
 
 
+def _mclip(name: str, repo: str, image: str) -> RegisteredModel:
+    """M-CLIP's text tower (its hub folder), XLM-R large's tokenizer and the OpenAI image
+    checkpoint it was distilled against, with OpenAI's published hash."""
+    from .download import MODELS
+
+    src = MODELS[image]
+    files = (RemoteFile(repo, "config.json"), RemoteFile(repo, "pytorch_model.bin"),
+             RemoteFile("FacebookAI/xlm-roberta-large", "tokenizer.json"),
+             RemoteFile("", src.filename, src.sha256, src.url))  # fmt: skip
+    return RegisteredModel(name, "xlm-roberta", files, "MIT (text), MIT (OpenAI image tower)",
+                           "multilingual (XLM-R, ~100 languages)")  # fmt: skip
+
+
 REGISTRY: dict[str, RegisteredModel] = {m.name: m for m in (
     _open_clip("ViT-B-32/laion2b_s34b_b79k", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
     _open_clip("ViT-B-32/datacomp_xl_s13b_b90k", "laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K"),
@@ -103,6 +118,8 @@ REGISTRY: dict[str, RegisteredModel] = {m.name: m for m in (
     _xlmr("xlm-roberta-large-ViT-H-14/frozen_laion5b_s13b_b90k",
           "laion/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k",
           "FacebookAI/xlm-roberta-large"),
+    _mclip("M-CLIP/XLM-Roberta-Large-Vit-B-32", "M-CLIP/XLM-Roberta-Large-Vit-B-32", "ViT-B/32"),
+    _mclip("M-CLIP/XLM-Roberta-Large-Vit-L-14", "M-CLIP/XLM-Roberta-Large-Vit-L-14", "ViT-L/14"),
 )}  # fmt: skip
 
 

@@ -148,3 +148,40 @@ def write_xlmr(folder: Path, seed: int = 0, full: bool = False) -> XlmrReference
                            "std": [0.26862954, 0.26130258, 0.27577711]}}))  # fmt: skip
     train_xlmr_tokenizer(folder)
     return ref
+
+
+def write_mclip(folder: Path, seed: int = 0):
+    """An M-CLIP folder: config.json (model_type "M-CLIP"), pytorch_model.bin (an
+    ``XLMRobertaModel`` with its pooler, as ``AutoModel`` builds it, and
+    ``LinearTransformation``), XLM-R's tokenizer.json, and the OpenAI image checkpoint it pairs
+    with (the tiny reference ViT, under OpenAI's file name). Returns (text reference, image
+    reference)."""
+    import transformers
+
+    from .checkpoints import reference_model, write_random_checkpoint
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = transformers.XLMRobertaConfig(vocab_size=501, hidden_size=128, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=256,
+                                        max_position_embeddings=514, pad_token_id=1,
+                                        type_vocab_size=1, layer_norm_eps=1e-5)  # fmt: skip
+    text = transformers.XLMRobertaModel(cfg)
+    linear = torch.nn.Linear(128, 64)
+    randomise(text, seed)
+    randomise(linear, seed + 1)
+    sd = {f"transformer.{k}": v for k, v in text.state_dict().items()}
+    sd.update({f"LinearTransformation.{k}": v for k, v in linear.state_dict().items()})
+    torch.save(sd, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["MultilingualCLIP"], "model_type": "M-CLIP",
+        "modelBase": "xlm-roberta-large", "numDims": 64, "transformerDimensions": 128}))  # fmt: skip
+    train_xlmr_tokenizer(folder)
+    write_random_checkpoint(folder / "ViT-B-32.pt", "tiny-vit", seed)
+
+    def encode_text(ids: torch.Tensor) -> torch.Tensor:  # MultilingualCLIP.forward
+        att = (ids != 1).long()
+        embs = text(input_ids=ids, attention_mask=att)[0]
+        return linear((embs * att.unsqueeze(2)).sum(dim=1) / att.sum(dim=1)[:, None])
+
+    return encode_text, reference_model("tiny-vit", seed)

@@ -161,8 +161,9 @@ def test_registry_pins_on_first_use_and_refuses_changes(tmp_path, monkeypatch):
     name = "ViT-B-16-SigLIP2/webli"
     assert {"ViT-B-32/datacomp_xl_s13b_b90k", name,
             "xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k"} <= set(registry.names())  # fmt: skip
-    assert all(f.url.startswith("https://huggingface.co/") for m in registry.REGISTRY.values()
-               for f in m.files)  # fmt: skip
+    for model in registry.REGISTRY.values():
+        for f in model.files:  # the hub, or OpenAI's own files with their published hashes
+            assert f.url.startswith("https://huggingface.co/") or f.sha256 in clipmodel.download.known_sha256s()
     monkeypatch.setenv("CLIPSEARCH_OFFLINE", "1")
     with pytest.raises(clipmodel.CheckpointUnavailableError, match="CLIPSEARCH_OFFLINE"):
         clipmodel.load(name, download_root=tmp_path)
@@ -175,3 +176,21 @@ def test_registry_pins_on_first_use_and_refuses_changes(tmp_path, monkeypatch):
     (folder / "model.safetensors").write_bytes(b"tampered")
     with pytest.raises(clipmodel.CheckpointUnavailableError, match="has sha256"):
         clipmodel.load(name, download_root=tmp_path, device="cpu")
+
+
+@torch.no_grad()
+def test_mclip_matches_its_reference(tmp_path):
+    """M-CLIP: the XLM-R text tower + LinearTransformation beside an OpenAI image checkpoint."""
+    from .family_checkpoints import write_mclip
+
+    encode_text, image_ref = write_mclip(tmp_path / "mclip")
+    model, pre = clipmodel.load(tmp_path / "mclip", device="cpu")
+    assert model.checkpoint_format == "m-clip" and model.context_length == 512
+    assert model.config.activation == "quick_gelu" and pre.is_openai
+    x = torch.randn(2, 3, 64, 64)
+    assert _rel(model.encode_image(x), image_ref.encode_image(x)) < 1e-4
+    ids = model.tokenizer(TEXTS)
+    assert _rel(model.encode_text(ids), encode_text(ids)) < 1e-4
+    (tmp_path / "mclip" / "ViT-B-32.pt").unlink()
+    with pytest.raises(CheckpointFormatError, match="exactly one OpenAI image checkpoint"):
+        clipmodel.load(tmp_path / "mclip", device="cpu")

@@ -1,5 +1,6 @@
 """Model families beside OpenAI's CLIP: SigLIP and SigLIP2 (Hugging Face folders), open_clip's
-XLM-RoBERTa multilingual models (open_clip checkpoints). Each loader infers the architecture
+XLM-RoBERTa multilingual models (open_clip checkpoints) and M-CLIP (an XLM-R text tower beside
+an OpenAI image checkpoint). Each loader infers the architecture
 from the tensors' shapes, checks it loudly, and attaches the model's own tokenizer
 (``model.tokenizer``, clipmodel.families.text) and preprocessing (``model.image_spec``).
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 __all__ = ["detect_folder", "load_folder", "load_xlmr", "FAMILIES"]
 
-FAMILIES = ("clip", "siglip", "siglip2", "xlm-roberta")
+FAMILIES = ("clip", "siglip", "siglip2", "xlm-roberta")  # M-CLIP runs as xlm-roberta
 
 
 def _json(file: Path) -> dict:
@@ -36,19 +37,28 @@ def detect_folder(path: Path) -> str | None:
         return None
     if (path / "config.json").is_file() and not (path / "open_clip_config.json").is_file():
         model_type = _json(path / "config.json").get("model_type")
-        if model_type in ("siglip", "siglip2"):
+        if model_type in ("siglip", "siglip2", "M-CLIP"):
             return model_type
     return None
 
 
 def load_folder(path: Path, family: str):
-    """A SigLIP / SigLIP2 model from a Hugging Face folder, with tokenizer and preprocessing."""
+    """A SigLIP / SigLIP2 / M-CLIP model from a Hugging Face folder, with its tokenizer and
+    preprocessing."""
     from ..convert import _load_weights, weight_files
     from ..download import sha256_file
     from . import siglip_load
 
     path = Path(path)
     config = _json(path / "config.json")
+    if family == "M-CLIP":
+        from ..preprocess import ImageSpec
+        from . import mclip, xlmr_clip
+
+        model = mclip.load(path, config)
+        model.image_spec = ImageSpec(model.image_resolution)
+        model.architecture = "M-CLIP " + xlmr_clip.describe(model)
+        return model
     files = weight_files(path)
     sd: dict = {}
     for file in files:

@@ -1,6 +1,6 @@
 """An XLM-RoBERTa text tower (inference) in Hugging Face's parameter names (``XLMRobertaModel``),
-with the pooling and projection of open_clip's ``HFTextEncoder``: the mean of the last hidden
-states over the real tokens, then a linear or two-layer MLP projection."""
+with the pooling and projection of open_clip's ``HFTextEncoder`` and of M-CLIP: the mean of the
+last hidden states over the real tokens, then a linear or two-layer MLP projection."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class XlmrConfig:
     proj_hidden: int
     embed_dim: int
     token_types: int = 1
+    proj_bias: bool = False  # M-CLIP's LinearTransformation has one, open_clip's proj not
 
 
 class _SelfAttention(nn.Module):
@@ -133,7 +134,7 @@ class XlmrText(nn.Module):
             self.proj = nn.Sequential(nn.Linear(c.width, c.proj_hidden, bias=False), nn.GELU(),
                                       nn.Linear(c.proj_hidden, c.embed_dim, bias=False))  # fmt: skip
         elif c.proj == "linear":
-            self.proj = nn.Linear(c.width, c.embed_dim, bias=False)
+            self.proj = nn.Linear(c.width, c.embed_dim, bias=c.proj_bias)
         else:
             self.proj = nn.Identity()
 

@@ -109,6 +109,7 @@ def infer(sd: dict, text_cfg: dict, activation: str) -> tuple[CLIPConfig, XlmrCo
         pad_id=int(text_cfg.get("pad_id", 1)), eps=float(text_cfg.get("layer_norm_eps", 1e-5)),
         act=str(text_cfg.get("hidden_act", "gelu")), proj=proj, proj_hidden=hidden, embed_dim=embed,
         token_types=sd[T + "embeddings.token_type_embeddings.weight"].shape[0],
+        proj_bias="text.proj.bias" in sd,
     )  # fmt: skip
     if text.width % text.heads:
         raise CheckpointFormatError(f"text width {width} is not divisible by {text.heads} heads")

@@ -207,6 +207,7 @@ class ImageSpec:
     mean: tuple[float, ...] = MEAN
     std: tuple[float, ...] = STD
     crop: bool = True
+    resample: str = "bicubic"  # or "bilinear"
 
 
 class Preprocess:
@@ -224,10 +225,14 @@ class Preprocess:
     def is_openai(self) -> bool:
         """True for OpenAI's pipeline (short side, centre crop, OpenAI's mean and std)."""
         s = self.spec
-        return s.crop and tuple(s.mean) == MEAN and tuple(s.std) == STD
+        return s.crop and tuple(s.mean) == MEAN and tuple(s.std) == STD and s.resample == "bicubic"
 
     def resize(self, img: Image.Image, fast: bool = False) -> Image.Image:
         """Step one: the short side to n (crop models) or the image to n x n (the others)."""
+        if self.spec.resample == "bilinear":
+            target = short_side_size(*img.size, self.n_px) if self.spec.crop else None
+            size = target or (img.size if self.spec.crop else (self.n_px, self.n_px))
+            return img if size == img.size else img.resize(size, Image.BILINEAR)
         if self.spec.crop:
             return (resize_short_side_fast if fast else resize_short_side)(img, self.n_px)
         size = (self.n_px, self.n_px)
@@ -251,8 +256,8 @@ class Preprocess:
                 f"Preprocess(Resize({self.n_px}, bicubic), CenterCrop({self.n_px}), RGB, "
                 f"ToTensor, Normalize(mean={MEAN}, std={STD}))"
             )
-        resize = (f"Resize({self.n_px}, bicubic), CenterCrop({self.n_px})" if s.crop
-                  else f"Resize(({self.n_px}, {self.n_px}), bicubic)")  # fmt: skip
+        resize = (f"Resize({self.n_px}, {s.resample}), CenterCrop({self.n_px})" if s.crop
+                  else f"Resize(({self.n_px}, {self.n_px}), {s.resample})")  # fmt: skip
         return f"Preprocess({resize}, RGB, ToTensor, Normalize(mean={s.mean}, std={s.std}))"
 
 

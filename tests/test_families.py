@@ -194,3 +194,30 @@ def test_mclip_matches_its_reference(tmp_path):
     (tmp_path / "mclip" / "ViT-B-32.pt").unlink()
     with pytest.raises(CheckpointFormatError, match="exactly one OpenAI image checkpoint"):
         clipmodel.load(tmp_path / "mclip", device="cpu")
+
+
+@pytest.mark.parametrize("resample", [3, 2])
+def test_siglip_preprocessing_matches_transformers(tmp_path, coco_images, resample):
+    """Squash to size x size (no crop), mean/std 0.5, the configured filter: transformers'
+    SiglipImageProcessorPil gives the same pixels on real photos."""
+    from PIL import Image
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    from clipmodel.families.siglip_load import image_spec
+    from clipmodel.preprocess import Preprocess
+
+    from .family_checkpoints import siglip_config
+
+    cfg = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "resample": resample,
+           "size": {"height": 32, "width": 32}}  # fmt: skip
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(cfg))
+    from clipmodel.families.siglip_load import infer_config
+
+    ref = write_siglip(tmp_path / "m", "siglip")
+    conf = infer_config({k: v for k, v in ref.state_dict().items()}, siglip_config().to_dict(), "x")
+    pre = Preprocess(32, spec=image_spec(tmp_path, conf))
+    hf = SiglipImageProcessorPil(size={"height": 32, "width": 32}, resample=resample)
+    for path in coco_images[:4]:
+        with Image.open(path) as img:
+            want = hf(img.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+            assert float((pre(img) - want).abs().max()) < 1e-5

@@ -92,29 +92,38 @@ def infer_config(sd: dict[str, torch.Tensor], config: dict, where: str) -> Sigli
 
 
 def image_spec(folder: Path, c: SiglipConfig) -> ImageSpec:
-    """Resize (without crop) to the native grid; mean/std from preprocessor_config.json
-    (SigLIP's 0.5/0.5 when absent)."""
+    """Resize (without crop) to the native grid; mean/std and the resampling filter from
+    preprocessor_config.json (SigLIP's 0.5/0.5 and bicubic when absent). A size there other
+    than the position grid's is refused."""
     cfg = {}
     file = folder / "preprocessor_config.json"
     if file.is_file():
         cfg = json.loads(file.read_text())
+    size = cfg.get("size") or {}
+    for key in ("height", "width", "shortest_edge"):
+        if key in size and int(size[key]) != c.image_resolution:
+            raise CheckpointFormatError(
+                f"{file}: size {size} but the model's position grid is {c.image_resolution} px"
+            )
     mean = tuple(cfg.get("image_mean") or (0.5, 0.5, 0.5))
     std = tuple(cfg.get("image_std") or (0.5, 0.5, 0.5))
-    return ImageSpec(c.image_resolution, mean, std, crop=False)
+    resample = {2: "bilinear", 3: "bicubic"}.get(int(cfg.get("resample", 3)))
+    if resample is None:
+        raise CheckpointFormatError(f"{file}: resample {cfg['resample']} is not supported")
+    return ImageSpec(c.image_resolution, mean, std, crop=False, resample=resample)
 
 
 def tokenizer(folder: Path, c: SiglipConfig) -> TextTokenizer:
-    """SigLIP: ``spiece.model`` (sentencepiece); SigLIP2: ``tokenizer.json`` (Gemma's)."""
-    if c.family == "siglip2" or (folder / "tokenizer.json").is_file():
-        file = folder / "tokenizer.json"
-        if not file.is_file():
-            raise CheckpointFormatError(f"{folder}: SigLIP2 needs its tokenizer.json (Gemma's)")
-        # SigLIP2 (Gemma tokenizer) was trained on lower-cased text (Siglip2Tokenizer lower-cases)
-        return from_tokenizer_json(file, c.context_length, lowercase=True)
-    file = folder / "spiece.model"
+    """SigLIP: ``spiece.model`` (sentencepiece, canonical text); SigLIP2 (whatever its
+    model_type): Gemma's ``tokenizer.json``, lower-cased as it was trained."""
+    if (folder / "spiece.model").is_file():
+        return from_sentencepiece(folder / "spiece.model", c.context_length)
+    file = folder / "tokenizer.json"
     if not file.is_file():
-        raise CheckpointFormatError(f"{folder}: SigLIP needs its tokenizer, spiece.model")
-    return from_sentencepiece(file, c.context_length)
+        raise CheckpointFormatError(
+            f"{folder}: no tokenizer: SigLIP needs spiece.model, SigLIP2 its tokenizer.json"
+        )
+    return from_tokenizer_json(file, c.context_length, lowercase=True)
 
 
 def build(sd: dict[str, torch.Tensor], config: dict, where: str) -> SigLIP:

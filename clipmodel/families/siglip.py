@@ -49,10 +49,6 @@ class SiglipConfig:
     def grid(self) -> int:
         return self.image_resolution // self.patch_size
 
-    @property
-    def is_vit(self) -> bool:
-        return True
-
 
 class VisionEmbeddings(nn.Module):
     def __init__(self, c: SiglipConfig):

@@ -177,6 +177,14 @@ def fetch(name: str, root: str | os.PathLike | None = None, progress: bool = Tru
     root = Path(root).expanduser() if root is not None else default_cache_dir()
     folder = root / "models" / model.folder_name
     folder.mkdir(parents=True, exist_ok=True)
+    missing = [f for f in model.files if not (folder / f.filename).is_file()]
+    if missing and is_offline():
+        wanted = "; ".join(f"{f.url} -> {folder / f.filename}" for f in missing)
+        raise CheckpointUnavailableError(
+            f"model {name!r} is not (completely) in {folder} and CLIPSEARCH_OFFLINE is set, so "
+            f"nothing is downloaded. Fetch on another machine and place: {wanted}. Or point "
+            "`model.weights` / CLIPSEARCH_WEIGHTS at a local checkpoint."
+        )
     for f in model.files:
         sha = f.sha256 or _pins(folder).get(f.filename)
         if sha is None:

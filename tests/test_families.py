@@ -155,6 +155,22 @@ def test_fast_path_declines_loudly_for_new_families(tmp_path, caplog):
     assert model.fast_path.startswith("torch") and "declined onnxruntime int8" in caplog.text
 
 
+@pytest.mark.parametrize("family", ["siglip2", "xlm-roberta"])
+def test_torch_fast_path_is_self_checked_with_the_models_own_inputs(tmp_path, family):
+    """The bf16 path's check embeds the calibration set through the family's own tokenizer
+    and preprocessing, against the fp32 model; the measurement is cached and reused."""
+    from clipmodel.fastpath import check, select
+
+    write_siglip(tmp_path / "m", family) if family != "xlm-roberta" else write_xlmr(tmp_path / "m")
+    exact, _ = clipmodel.load(tmp_path / "m", device="cpu", backend="torch")
+    runner, report = select(exact, ["torch bf16", "torch fp32"], tmp_path / "cache")
+    (c,) = report.checks
+    assert c.path == "torch bf16" and c.images.n >= 8 and c.texts.n >= 8 and not c.cached
+    assert c.images.mean > 0.99 and c.texts.mean > 0.99  # bf16 of a small random model
+    assert runner.fast_path in ("torch bf16", "torch fp32") and runner.tokenizer is exact.tokenizer
+    assert check(exact, "torch bf16", runner, tmp_path / "cache").cached
+
+
 def test_registry_pins_on_first_use_and_refuses_changes(tmp_path, monkeypatch):
     from clipmodel import registry
 

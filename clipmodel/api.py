@@ -12,7 +12,7 @@ from .build import build_model, describe
 from .checkpoints import read_checkpoint
 from .download import MODELS, available_models, download, known_sha256s
 from .model import CLIP
-from .preprocess import Preprocess
+from .preprocess import Preprocess, for_model
 
 __all__ = [
     "available_models",
@@ -147,39 +147,76 @@ def load(
         raise ValueError(f"precision {precision!r} needs backend='onnxruntime'")
     if jit:
         warnings.warn("clipmodel has no TorchScript mode; returning the eager model", stacklevel=2)
-    if str(name) in MODELS:
-        path = download(str(name), download_root)
-        model_name = str(name)
-    elif Path(name).expanduser().exists():
-        path = Path(name).expanduser()
-        model_name = path.name
-    else:
-        raise RuntimeError(f"Model {name} not found; available models = {available_models()}")
-    ckpt = read_checkpoint(path, known_sha256s(), trust_archive=trust_archive)
-    overrides = dict(ckpt.overrides)
-    if activation is not None:
-        overrides["activation"] = activation
-    model = build_model(ckpt.state_dict, **overrides)
+    path, model_name = _locate(name, download_root)
+    model = _read_model(path, trust_archive, activation)
     dev = resolve_device(device)
     model = model.to(device=dev, dtype=resolve_dtype("fp32" if chain else precision, dev))
-    sha256, fmt = ckpt.sha256, ckpt.format
-    del ckpt
     _release_memory()
     model.model_name = model_name
-    model.checkpoint_sha256 = sha256
-    model.checkpoint_format = fmt
     model.checkpoint_path = str(path)
-    model.architecture = describe(model.config)
     if chain:
         from .fastpath import select
 
+        chain = _torch_only(model, chain)
         runner, _ = select(model, chain, download_root, f"{backend} {precision}", threads,
                            image_sessions, selfcheck)  # fmt: skip
         if runner is not model:
             del model
             _release_memory()
-        return runner, Preprocess(runner.image_resolution)
-    return model, Preprocess(model.image_resolution)
+        return runner, for_model(runner)
+    return model, for_model(model)
+
+
+def _locate(name, download_root) -> tuple[Path, str]:
+    """The local checkpoint ``name`` denotes (downloaded and verified first for a known name)."""
+    from . import registry
+
+    if str(name) in MODELS:
+        return download(str(name), download_root), str(name)
+    if registry.is_registered(str(name)):
+        return registry.fetch(str(name), download_root), str(name)
+    if Path(name).expanduser().exists():
+        path = Path(name).expanduser()
+        return path, path.name
+    raise RuntimeError(
+        f"Model {name} not found; available models = {available_models() + registry.names()}"
+    )
+
+
+def _read_model(path: Path, trust_archive: bool, activation: str | None):
+    """The fp32 model of any supported checkpoint, with its tokenizer and preprocessing."""
+    from .families import detect_folder, load_folder, load_xlmr
+    from .families.xlmr_clip import is_xlmr_state_dict
+
+    family = detect_folder(path)
+    if family is not None:
+        return load_folder(path, family)
+    ckpt = read_checkpoint(path, known_sha256s(), trust_archive=trust_archive)
+    overrides = dict(ckpt.overrides)
+    if activation is not None:
+        overrides["activation"] = activation
+    if is_xlmr_state_dict(ckpt.state_dict):
+        return load_xlmr(ckpt.state_dict, path, ckpt.sha256, overrides)
+    model = build_model(ckpt.state_dict, **overrides)
+    model.checkpoint_sha256, model.checkpoint_format = ckpt.sha256, ckpt.format
+    model.architecture = describe(model.config)
+    return model
+
+
+def _torch_only(model, chain: list[str]) -> list[str]:
+    """``chain`` without its ONNX Runtime paths for families the exporter does not cover
+    (SigLIP, XLM-R): said in one WARNING line; torch runs them."""
+    if getattr(model, "family", "clip") == "clip":
+        return chain
+    import logging
+
+    kept = [p for p in chain if not p.startswith("onnxruntime")]
+    if len(kept) < len(chain):
+        logging.getLogger("clipmodel.fidelity").warning(
+            "declined %s for %s: the ONNX export covers OpenAI-architecture CLIP only; "
+            "running torch", ", ".join(p for p in chain if p not in kept), model.family,
+        )  # fmt: skip
+    return kept or ["torch fp32"]
 
 
 def _chain(backend: str, precision: str, device) -> list[str] | None:

@@ -34,6 +34,7 @@ __all__ = [
     "available_models",
     "default_cache_dir",
     "download",
+    "download_source",
     "is_offline",
     "known_sha256s",
     "register_model",
@@ -221,7 +222,15 @@ def download(
     """
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; available models: {available_models()}")
-    src = MODELS[name]
+    return download_source(MODELS[name], root, progress=progress, timeout=timeout)
+
+
+def download_source(
+    src: ModelSource, root: str | Path | None = None, *, progress: bool = True,
+    timeout: float = 30.0,
+) -> Path:
+    """:func:`download` of one :class:`ModelSource` (also the model registry's files)."""
+    name = src.name
     root = Path(root).expanduser() if root is not None else default_cache_dir()
     final = root / src.filename
 

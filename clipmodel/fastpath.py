@@ -40,9 +40,9 @@ from .fidelity import (
     MIN_BAR,
     FidelityReport,
     PathCheck,
-    calibration_inputs,
     embed_calibration,
     measure,
+    model_calibration,
     read_check,
     write_check,
 )
@@ -279,16 +279,19 @@ def measure_paths(model, cache_dir=None, paths: list[str] | None = None, images=
     """Every available path (or ``paths``) measured on ``model`` (the fp32 CLIP), for
     ``doctor``: on the calibration set (cached like a load's checks), or on the user's own
     ``images`` (normalised (N, 3, R, R), as preprocess makes them) and ``prompts``."""
-    from .tokenizer import tokenize
+    from .tokenizer import model_tokenizer
 
     own = images is not None or prompts is not None
     if own:
-        cal_images, cal_tokens = calibration_inputs(int(model.image_resolution))
+        cal_images, cal_tokens = model_calibration(model)
         images = cal_images if images is None else images
-        tokens = cal_tokens if prompts is None else tokenize(list(prompts), truncate=True)
+        tokens = cal_tokens if prompts is None else model_tokenizer(model)(list(prompts))
         exact = embed_calibration(model, images, tokens)
     out = []
-    for path in paths or all_paths():
+    chosen = paths or all_paths()
+    if getattr(model, "family", "clip") != "clip":  # no ONNX export for these (see api)
+        chosen = [p for p in chosen if not p.startswith(ORT_PREFIX)]
+    for path in chosen:
         if path == EXACT:
             out.append(PathCheck(EXACT, None, None, 0.0, False, code_version()))
             continue

@@ -205,13 +205,32 @@ def calibration_inputs(resolution: int):
     return torch.stack(images), tokenize(list(calibration_prompts()), truncate=True)
 
 
+def model_calibration(model: Any):
+    """The calibration set as ``model`` reads it: its own preprocessing and tokenizer (OpenAI's
+    for CLIP, the cached :func:`calibration_inputs`)."""
+    import torch
+    from PIL import Image
+
+    from .preprocess import for_model
+    from .tokenizer import model_tokenizer
+
+    if getattr(model, "family", "clip") == "clip":
+        return calibration_inputs(int(model.image_resolution))
+    pre = for_model(model)
+    images = []
+    for path in calibration_files():
+        with Image.open(path) as img:
+            images.append(pre(img))
+    return torch.stack(images), model_tokenizer(model)(list(calibration_prompts()))
+
+
 def embed_calibration(model: Any, images=None, tokens=None) -> tuple[np.ndarray, np.ndarray]:
     """Normalised (image, text) embeddings of the calibration set (or of the given inputs) by
     any model with ``encode_image`` / ``encode_text`` (torch CLIP in any dtype, OnnxCLIP)."""
     import torch
 
     if images is None or tokens is None:
-        default_images, default_tokens = calibration_inputs(int(model.image_resolution))
+        default_images, default_tokens = model_calibration(model)
         images = default_images if images is None else images
         tokens = default_tokens if tokens is None else tokens
     dtype = getattr(model, "dtype", torch.float32)
@@ -219,7 +238,7 @@ def embed_calibration(model: Any, images=None, tokens=None) -> tuple[np.ndarray,
         img = [model.encode_image(images[i : i + 16].to(dtype)).float() for i in
                range(0, len(images), 16)]  # fmt: skip
         # texts of similar length together: each batch runs only to its longest text
-        order = torch.argsort(tokens.argmax(dim=-1))
+        order = torch.argsort(tokens.argmax(dim=-1))  # any order is exact (undone below)
         txt = torch.cat([model.encode_text(tokens[order[i : i + 16]]).float()
                          for i in range(0, len(tokens), 16)])  # fmt: skip
         txt = txt[torch.argsort(order)]

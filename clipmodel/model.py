@@ -120,6 +120,8 @@ class DenseImageOutput:
 class CLIP(nn.Module):
     """Contrastive Language-Image Pre-training model (inference) with OpenAI's parameter names."""
 
+    family = "clip"
+
     def __init__(self, config: CLIPConfig):
         super().__init__()
         self.config = config

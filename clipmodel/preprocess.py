@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -176,38 +177,96 @@ _SCALE = (1.0 / (255.0 * np.asarray(STD, dtype=np.float64))).astype(np.float32)
 _SHIFT = (np.asarray(MEAN, dtype=np.float64) / np.asarray(STD, dtype=np.float64)).astype(np.float32)
 
 
-def to_tensor(img: Image.Image) -> torch.Tensor:
+def to_tensor(
+    img: Image.Image, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD
+) -> torch.Tensor:
     """RGB image -> normalised float32 CHW tensor (ToTensor + Normalize).
 
     Computed as ``x * (1 / (255 std)) - mean / std`` on the channel-first bytes: the same
     values to within float32 rounding (1e-6), in one pass instead of three.
     """
+    if mean is MEAN and std is STD:
+        scale, shift = _SCALE, _SHIFT
+    else:
+        m, s = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+        scale, shift = (1.0 / (255.0 * s)).astype(np.float32), (m / s).astype(np.float32)
     chw = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
     out = np.empty(chw.shape, dtype=np.float32)
-    np.multiply(chw, _SCALE[:, None, None], out=out)
-    out -= _SHIFT[:, None, None]
+    np.multiply(chw, scale[:, None, None], out=out)
+    out -= shift[:, None, None]
     return torch.from_numpy(out)
 
 
-class Preprocess:
-    """Callable image -> model input tensor (3, n, n), equal to OpenAI's ``preprocess``."""
+@dataclass(frozen=True)
+class ImageSpec:
+    """A model's image preprocessing: size, normalisation, and whether the short side is
+    resized then centre-cropped (OpenAI, open_clip) or the image squashed to size x size
+    without crop (SigLIP)."""
 
-    def __init__(self, n_px: int, max_pixels: int | None = None):
+    size: int
+    mean: tuple[float, ...] = MEAN
+    std: tuple[float, ...] = STD
+    crop: bool = True
+    resample: str = "bicubic"  # or "bilinear"
+
+
+class Preprocess:
+    """Callable image -> model input tensor (3, n, n): OpenAI's ``preprocess`` by default, or
+    the preprocessing another model family's ``spec`` describes."""
+
+    def __init__(self, n_px: int, max_pixels: int | None = None, spec: ImageSpec | None = None):
         self.n_px = n_px
         self.max_pixels = max_pixels
+        self.spec = spec if spec is not None else ImageSpec(n_px)
+        if self.spec.size != n_px:
+            raise ValueError(f"preprocessing size {self.spec.size} != model resolution {n_px}")
+
+    @property
+    def is_openai(self) -> bool:
+        """True for OpenAI's pipeline (short side, centre crop, OpenAI's mean and std)."""
+        s = self.spec
+        return s.crop and tuple(s.mean) == MEAN and tuple(s.std) == STD and s.resample == "bicubic"
+
+    def resize(self, img: Image.Image, fast: bool = False) -> Image.Image:
+        """Step one: the short side to n (crop models) or the image to n x n (the others)."""
+        if self.spec.resample == "bilinear":
+            target = short_side_size(*img.size, self.n_px) if self.spec.crop else None
+            size = target or (img.size if self.spec.crop else (self.n_px, self.n_px))
+            return img if size == img.size else img.resize(size, Image.BILINEAR)
+        if self.spec.crop:
+            return (resize_short_side_fast if fast else resize_short_side)(img, self.n_px)
+        size = (self.n_px, self.n_px)
+        return resize_fast(img, size) if fast else img.resize(size, Image.BICUBIC)
+
+    def finish(self, resized: Image.Image) -> torch.Tensor:
+        """Step two: centre crop (where the spec crops) and normalise."""
+        img = center_crop(resized, self.n_px) if self.spec.crop else resized
+        return to_tensor(img, tuple(self.spec.mean), tuple(self.spec.std))
 
     def __call__(self, image: ImageInput) -> torch.Tensor:
         img = to_supported_mode(open_image(image, self.max_pixels))
-        img = center_crop(resize_short_side(img, self.n_px), self.n_px)
-        return to_tensor(img)
+        if self.is_openai:
+            return to_tensor(center_crop(resize_short_side(img, self.n_px), self.n_px))
+        return self.finish(self.resize(img))
 
     def __repr__(self) -> str:
-        return (
-            f"Preprocess(Resize({self.n_px}, bicubic), CenterCrop({self.n_px}), RGB, "
-            f"ToTensor, Normalize(mean={MEAN}, std={STD}))"
-        )
+        s = self.spec
+        if self.is_openai:
+            return (
+                f"Preprocess(Resize({self.n_px}, bicubic), CenterCrop({self.n_px}), RGB, "
+                f"ToTensor, Normalize(mean={MEAN}, std={STD}))"
+            )
+        resize = (f"Resize({self.n_px}, {s.resample}), CenterCrop({self.n_px})" if s.crop
+                  else f"Resize(({self.n_px}, {self.n_px}), {s.resample})")  # fmt: skip
+        return f"Preprocess({resize}, RGB, ToTensor, Normalize(mean={s.mean}, std={s.std}))"
 
 
 def transform(n_px: int) -> Preprocess:
     """The preprocessing for a model of input resolution ``n_px``."""
     return Preprocess(n_px)
+
+
+def for_model(model, max_pixels: int | None = None) -> Preprocess:
+    """The preprocessing ``model`` was trained with (its ``image_spec``, else OpenAI's)."""
+    spec = getattr(model, "image_spec", None)
+    return Preprocess(int(model.image_resolution), max_pixels, spec)

@@ -135,3 +135,21 @@ def tokenize(
         result[i, : len(ids)] = torch.tensor(ids, dtype=torch.int)
         mask[i, : len(ids)] = 1
     return (result, mask) if return_attention_mask else result
+
+
+def model_tokenizer(model):
+    """The tokenizer of ``model``: its own (``model.tokenizer``: SigLIP, XLM-R; see
+    clipmodel.families.text) or CLIP's BPE with start/end tokens in the model's context."""
+    own = getattr(model, "tokenizer", None)
+    if own is not None:
+        return own
+    return _clip_text_tokenizer(int(getattr(model, "context_length", 77)))
+
+
+@lru_cache(maxsize=8)
+def _clip_text_tokenizer(context_length: int):
+    from .families.text import TextTokenizer
+
+    tok = get_tokenizer()
+    return TextTokenizer(tok.encode, context_length, 0, [tok.sot_token], [tok.eot_token],
+                         source="CLIP BPE")  # fmt: skip

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from .model import CLIP
-from .preprocess import ImageInput, Preprocess
+from .preprocess import ImageInput, Preprocess, for_model
 from .templates import DEFAULT_TEMPLATES
-from .tokenizer import get_tokenizer, tokenize
+from .tokenizer import model_tokenizer
 
 
 def _device(model: CLIP) -> torch.device:
@@ -29,8 +29,9 @@ def embed_texts(
 ) -> torch.Tensor:
     """L2-normalised float32 text embeddings (N, D)."""
     chunks = []
+    tok = model_tokenizer(model)
     for i in range(0, len(texts), batch_size):
-        tokens = tokenize(list(texts[i : i + batch_size]), model.context_length, truncate=truncate)
+        tokens = tok(list(texts[i : i + batch_size]), truncate=truncate)
         chunks.append(F.normalize(model.encode_text(tokens.to(_device(model))).float(), dim=-1))
     if not chunks:
         return torch.empty(0, model.embed_dim)
@@ -45,7 +46,7 @@ def embed_images(
     batch_size: int = 32,
 ) -> torch.Tensor:
     """L2-normalised float32 image embeddings (N, D) from any supported image inputs."""
-    preprocess = preprocess or Preprocess(model.image_resolution)
+    preprocess = preprocess or for_model(model)
     images = list(images)
     chunks = []
     for i in range(0, len(images), batch_size):
@@ -65,14 +66,13 @@ def encode_text_long(
     """Normalised embeddings of texts of any length (N, D).
 
     Text that fits the context is encoded as is. Longer text is cut into windows of
-    ``context_length - 2`` tokens (overlapping by ``stride``, default half a window), each
+    ``context_length`` less the special tokens (the model's own tokenizer's) (overlapping by ``stride``, default half a window), each
     wrapped in start/end tokens and encoded; the normalised window embeddings are averaged,
     weighted by window length, and renormalised. All windows of all texts are encoded
     together in batches.
     """
-    tok = get_tokenizer()
-    n_ctx = model.context_length
-    width = n_ctx - 2
+    tok = model_tokenizer(model)
+    width = tok.width
     step = stride or max(1, width // 2)
     windows: list[list[int]] = []
     owner: list[int] = []
@@ -89,10 +89,7 @@ def encode_text_long(
     emb = torch.empty(len(windows), model.embed_dim)
     for lo in range(0, len(order), batch_size):
         part = order[lo : lo + batch_size]
-        tokens = torch.zeros(len(part), n_ctx, dtype=torch.int)
-        for row, j in enumerate(part):
-            seq = [tok.sot_token, *windows[j], tok.eot_token]
-            tokens[row, : len(seq)] = torch.tensor(seq, dtype=torch.int)
+        tokens = tok.pad([tok.wrap(windows[j]) for j in part])
         out = model.encode_text(tokens.to(_device(model))).float().cpu()
         emb[part] = F.normalize(out, dim=-1)
     weights = torch.tensor([max(len(w), 1) for w in windows], dtype=emb.dtype)
@@ -130,7 +127,8 @@ def classify(
     preprocess: Preprocess | None = None,
     numpy: bool = True,
 ):
-    """Zero-shot class probabilities (N images, C labels), softmax over the model's scaled logits.
+    """Zero-shot class probabilities (N images, C labels), softmax over the model's scaled logits
+    (SigLIP: each label's own sigmoid of scale * cosine + bias, as it was trained).
 
     Labels are used verbatim as prompts unless ``templates`` is given (then "{}" templates
     are filled with each label and ensembled).
@@ -143,4 +141,7 @@ def classify(
         text = embed_texts(model, list(labels))
     image = embed_images(model, images, preprocess)
     logits = model.logit_scale.exp().float() * image @ text.T.to(image.device)
+    bias = getattr(model, "logit_bias", None)
+    if bias is not None:  # SigLIP: independent sigmoid probabilities per label
+        return _out(torch.sigmoid(logits + bias.float()), numpy)
     return _out(logits.softmax(dim=-1), numpy)

@@ -180,7 +180,9 @@ def _with_config(src: Path, dst: Path, edit) -> Path:
         (lambda c: c["text_config"].update(hidden_act="gelu_new"), "hidden_act"),
         (lambda c: c["text_config"].update(layer_norm_eps=1e-6), "layer_norm_eps"),
         (lambda c: c["vision_config"].update(intermediate_size=128), "intermediate_size"),
-        (lambda c: c.update(model_type="siglip"), "model_type"),
+        (lambda c: c.update(model_type="blip"), "model_type"),
+        # SigLIP folders load now (issue 19): CLIP weights labelled siglip are refused by name
+        (lambda c: c.update(model_type="siglip"), "not a siglip checkpoint: missing"),
     ],
 )
 def test_unsupported_hf_settings_are_refused(hf_dirs, tmp_path, edit, needle):

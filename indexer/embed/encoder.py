@@ -179,7 +179,12 @@ class ClipEncoder:
         self.rows_per_call = int(getattr(model, "rows_per_call", 0))
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.image_resolution = int(model.image_resolution)
-        settings = {"preprocess": repr(preprocess), "resolution": self.image_resolution}
+        settings: dict[str, Any] = {"preprocess": repr(preprocess),
+                                    "resolution": self.image_resolution}  # fmt: skip
+        sigmoid = getattr(model, "sigmoid_calibration", None)
+        if sigmoid is not None:  # a sigmoid model (SigLIP): tag thresholds follow its calibration
+            settings["sigmoid"] = {"logit_scale": round(sigmoid[0], 6),
+                                   "logit_bias": round(sigmoid[1], 6)}  # fmt: skip
         self.identity = ModelIdentity(
             name=name,
             checkpoint_sha256=str(model.checkpoint_sha256),
@@ -233,8 +238,8 @@ class ClipEncoder:
 
     @property
     def tensor_preprocess(self) -> Callable[[Any], Any]:
-        """OpenAI's preprocessing (image -> normalised float tensor), for ``clipmodel``'s
-        helpers, which every model's ``encode_image`` accepts."""
+        """The model's preprocessing (image -> normalised float tensor; OpenAI's for CLIP), for
+        ``clipmodel``'s helpers, which every model's ``encode_image`` accepts."""
         return self._preprocess
 
     def preprocess(self, image: Any) -> Any:
@@ -256,6 +261,10 @@ class ClipEncoder:
         img = pp.to_supported_mode(
             pp.open_image(image, getattr(self._preprocess, "max_pixels", None))
         )
+        if not getattr(self._preprocess, "is_openai", True):  # another family's (e.g. SigLIP)
+            resized = self._preprocess.resize(img, fast)
+            # a squashed (uncropped) image keeps no aspect ratio: no thumbnail source
+            return self._preprocess.finish(resized), resized if self._preprocess.spec.crop else None
         resize = pp.resize_short_side_fast if fast else pp.resize_short_side
         resized = resize(img, n)
         img = pp.center_crop(resized, n)

@@ -15,6 +15,7 @@ import numpy as np
 from indexer.config import Config, ConfigError
 from indexer.embed.encoder import Encoder
 from indexer.store import IndexStore, TagView
+from indexer.tags import calibration
 from indexer.tags import sync as tag_sync
 from indexer.tags import vocabulary as vocab_mod
 from indexer.tags.duplicates import DuplicateGroup, describe_groups, find_duplicate_groups
@@ -22,6 +23,7 @@ from indexer.tags.embeddings import EmbeddingCache
 from indexer.tags.scoring import cap_top_n
 from indexer.tags.sync import Tagger, TagReport
 from indexer.tags.vocabulary import SAFETY_GROUP, TagList, Vocabulary, VocabularyError
+from indexer.types import ModelIdentity
 
 
 def load_vocabulary(cfg: Config) -> Vocabulary:
@@ -92,14 +94,18 @@ class TagService:
         """The indexing hook when ``tags.auto`` is on (None otherwise)."""
         if not self.cfg.tags.auto:
             return None
-        return Tagger(self.vocabulary(), encoder.encode_texts, self.embedding_cache(),
-                      encoder.identity.checkpoint_sha256)  # fmt: skip
+        return Tagger(self.scoring_vocabulary(encoder.identity), encoder.encode_texts,
+                      self.embedding_cache(), encoder.identity.checkpoint_sha256)  # fmt: skip
+
+    def scoring_vocabulary(self, identity: ModelIdentity | None) -> Vocabulary:
+        """The vocabulary with its thresholds for ``identity``'s model (indexer.tags.calibration)."""
+        return calibration.for_model(self.vocabulary(), identity)
 
     def tag(self, progress: bool = False, rescore_all: bool = False) -> TagReport:
         """Apply the vocabulary to the stored vectors now: re-score changed tags (every tag
         with ``rescore_all``), drop removed ones, tag pending images. No image is re-encoded."""
-        vocab = self.vocabulary()
         store = self._get_store()
+        vocab = self.scoring_vocabulary(store.model_identity())
         bar = None
         if progress:
             from tqdm import tqdm

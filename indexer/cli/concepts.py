@@ -91,7 +91,8 @@ def run_concepts(args: argparse.Namespace, cfg: Config) -> int:
     from indexer.library import Library
 
     with Library.open(cfg) as lib:
-        docs = [concept_doc(lib, c) for c in lib.concepts.list()]
+        counts = lib.tag_counts()
+        docs = [concept_doc(lib, c, counts) for c in lib.concepts.list()]
     if args.json:
         dump({"concepts": docs})
     else:

@@ -14,11 +14,13 @@ from indexer.config import Config
 from indexer.store import IndexBusyError
 
 
-def concept_doc(lib, c) -> dict:  # noqa: ANN001 - a Library, an indexer.store.Concept
-    """The JSON document of one concept (``photos``: how many photos carry it now)."""
+def concept_doc(lib, c, counts: dict[str, int] | None = None) -> dict:  # noqa: ANN001
+    """The JSON document of one concept (``photos``: how many photos carry it now; ``counts``:
+    :meth:`Library.tag_counts` when the caller has it already)."""
+    counts = lib.tag_counts() if counts is None else counts
     return {"name": c.name, "examples": list(c.positives), "negatives": list(c.negatives),
             "hint": c.hint, "threshold": round(float(c.threshold), 6),
-            "photos": lib.tag_counts().get(c.name, 0), "model": c.model, "created": c.created,
+            "photos": counts.get(c.name, 0), "model": c.model, "created": c.created,
             "updated": c.updated, "stats": c.stats}  # fmt: skip
 
 

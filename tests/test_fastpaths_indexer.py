@@ -95,6 +95,7 @@ def _fail(*args, **kwargs):
     raise AssertionError("measured again")
 
 
+@pytest.mark.slow  # a soak / diagnostic run: kept out of the 15-minute default run
 def test_doctor_measures_every_path(pool_checkpoint, pool_cache, coco_images, tmp_path):
     photos = copy_images(coco_images[20:28], tmp_path / "photos")
     config = write_config(tmp_path / "c.yaml", [photos[0].parent], tmp_path / "index",

@@ -342,6 +342,7 @@ def test_polling_observer(tmp_path, coco_images, tiny_checkpoint, watchers):
 
 
 # --------------------------------------------------------------------------- acceptance 5
+@pytest.mark.slow  # a soak / diagnostic run: kept out of the 15-minute default run
 def test_idle_cpu_is_near_zero(tmp_path, coco_images, tiny_checkpoint, watchers):
     photos = tmp_path / "photos"
     copy_images(coco_images[:20], photos)

@@ -4,6 +4,8 @@ shown in the Albums view (the `clipsearch ui` server of tests/test_app_browser.p
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.indexer_helpers import run_json
@@ -15,21 +17,35 @@ _NAMES = """() => [...document.querySelectorAll('[data-testid="stMain"] [data-te
     .map(e => e.innerText).filter(t => t.includes(' · ')).map(t => t.split(' · ').pop())"""
 
 
+# keys of the result grid's current run: a rerun leaves the previous run's elements on the
+# page, marked data-stale, until it replaces them
 _KEYS = """() => [...document.querySelectorAll('[class*="st-key-good_"]')]
+    .filter(e => !e.closest('[data-stale="true"]'))
     .map(e => [...e.classList].find(c => c.startsWith('st-key-good_')).slice(12))"""
 
 
 def _click(page, name: str) -> None:
     """Click the button ``name`` once the page shows exactly one (a rerun in progress can
     briefly show the previous run's stale copy beside the new one)."""
-    import time
-
     button = page.get_by_role("button", name=name)
     end = time.monotonic() + 60
     while button.count() != 1 and time.monotonic() < end:
         page.wait_for_timeout(200)
     assert button.count() == 1, f"{button.count()} buttons {name!r}"
     button.click()
+
+
+def _grid(page) -> list[str]:
+    """Result ids in grid order, once two reads half a second apart agree (the grid settled)."""
+    _wait_idle(page)
+    last, end = None, time.monotonic() + 60
+    while time.monotonic() < end:
+        now = list(dict.fromkeys(page.evaluate(_KEYS)))
+        if now and now == last:
+            return now
+        last = now
+        page.wait_for_timeout(500)
+    raise AssertionError(f"the result grid never settled: {last}")
 
 
 def _names(page) -> list[str]:
@@ -52,16 +68,16 @@ def test_marks_concept_and_album_in_chromium(server, browser, tmp_path):  # noqa
     page.get_by_text("Mark results Good or Bad").wait_for()
 
     # three Good marks and one Bad: the results re-rank at once
-    ids = list(dict.fromkeys(page.evaluate(_KEYS)))  # result ids in grid order (widget keys)
+    ids = _grid(page)  # result ids in grid order (widget keys)
     assert len(ids) == 20
     counts = {"good": 0, "bad": 0}
     marked: list[str] = []
     for kind in ("good", "good", "good", "bad"):
-        _wait_idle(page)
-        shown = [i for i in dict.fromkeys(page.evaluate(_KEYS)) if i not in marked]
+        shown = [i for i in _grid(page) if i not in marked]
         image_id = shown[2] if kind == "good" else shown[-1]  # Bad: never one marked good
         marked.append(image_id)
-        page.locator(f".st-key-{kind}_{image_id} button").first.click()
+        live = ":not([data-stale='true']):not([data-stale='true'] *)"
+        page.locator(f".st-key-{kind}_{image_id}{live} button").first.click()
         counts[kind] += 1
         page.get_by_text(f"{counts['good']} good", exact=True).wait_for()
         page.get_by_text(f"{counts['bad']} bad", exact=True).wait_for()

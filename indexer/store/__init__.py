@@ -1,8 +1,9 @@
-"""Storage: the :class:`IndexStore` interface (``base``) and its SQLite + FAISS backend.
+"""Storage: the :class:`IndexStore` interface (``base``) and its backends: SQLite + FAISS (the
+default, ``indexer.store.sqlite`` and ``indexer.store.vectors``) and PostgreSQL + pgvector
+(``indexer.store.postgres``, chosen by a ``postgresql://`` URL).
 
 Job packages (ingest, search, tags, watch) and the UI see only what is exported here; the
-backend's SQLAlchemy engine, schema and vector file stay inside ``indexer.store.sqlite`` and
-``indexer.store.vectors``. May import: ``indexer.types``, ``indexer.config`` and third-party
+backends' SQLAlchemy engines, schemas and vector files stay inside their packages. May import: ``indexer.types``, ``indexer.config`` and third-party
 libraries; never the job packages above it.
 """
 
@@ -19,6 +20,7 @@ from indexer.store.errors import (
     StoreError,
     StoreUnavailableError,
 )
+from indexer.store.location import DirectoryLocation, StoreLocation, StoreLock
 from indexer.store.records import (
     STATUS_ERROR,
     STATUS_OK,
@@ -29,11 +31,12 @@ from indexer.store.records import (
     TagView,
     VectorState,
 )
+from indexer.store.urls import mask_url
 
 __all__ = [
     "STATUS_ERROR", "STATUS_OK", "Album", "Changes", "Concept", "IndexBusyError", "IndexMissingError", "IndexStore",
-    "ModelMismatchError", "Record", "SchemaError", "StoreError", "StoreUnavailableError",
-    "TagList", "TagView", "TagWriter", "VectorState", "open_store", "set_search_threads",
+    "ModelMismatchError", "Record", "SchemaError", "StoreError", "StoreLocation", "StoreLock",
+    "StoreUnavailableError", "TagList", "TagView", "TagWriter", "VectorState", "mask_url", "open_location", "open_store", "set_search_threads",
 ]  # fmt: skip
 
 
@@ -49,3 +52,14 @@ def open_store(path: Path, writer: bool = False, kind: str = "auto") -> IndexSto
     from indexer.store.sqlite import SqliteStore
 
     return SqliteStore(path, writer=writer, kind=kind)
+
+
+def open_location(index_dir: Path, database: str | None = None) -> StoreLocation:
+    """The library's index: PostgreSQL at ``database`` (a ``postgresql://`` URL), else SQLite
+    versions in ``index_dir``."""
+    if database:
+        from indexer.store.postgres import PgLocation
+
+        return PgLocation(database)
+    return DirectoryLocation(index_dir)
+

@@ -110,15 +110,16 @@ def sqlite_state(index_dir: Path, database: str | None = None) -> dict:
 
 def pg_state(database: str) -> dict:
     """:func:`sqlite_state` read straight from PostgreSQL (the active version's schema)."""
-    import psycopg
     from pgvector.psycopg import register_vector
 
-    with psycopg.connect(database.replace("postgresql+psycopg://", "postgresql://")) as con:
+    with _pg_connect(database) as con:
         register_vector(con)
         name = con.execute("SELECT name FROM clipsearch_current").fetchone()[0]
         schema = f"clipsearch_{name}"
         ok, errors = {}, {}
-        for i, p, status, err in con.execute(f"SELECT id, path, status, error FROM {schema}.images"):
+        for i, p, status, err in con.execute(
+            f"SELECT id, path, status, error FROM {schema}.images"
+        ):
             if status == "ok":
                 ok[os.fsdecode(bytes(p))] = i
             else:
@@ -126,6 +127,53 @@ def pg_state(database: str) -> dict:
         vecs = {i: v.to_numpy().astype(np.float32) for i, v in con.execute(
             f"SELECT image_id, vector FROM {schema}.vectors")}  # fmt: skip
     return {"ok": ok, "errors": errors, "vector_ids": sorted(vecs), "vectors": vecs}
+
+
+def _pg_connect(database: str):
+    import psycopg
+
+    return psycopg.connect(database.replace("postgresql+psycopg://", "postgresql://"))
+
+
+def versions_in(index_dir: Path, database: str | None = None) -> tuple[str | None, set[str]]:
+    """(the active version's name, every version present) of an index."""
+    if not database:
+        current = (
+            (index_dir / "CURRENT").read_text().strip()
+            if (index_dir / "CURRENT").exists()
+            else None
+        )
+        return current, {p.name for p in index_dir.glob("v*") if p.is_dir()}
+    with _pg_connect(database) as con:
+        row = con.execute("SELECT name FROM clipsearch_current").fetchone()
+        names = {r[0][len("clipsearch_"):] for r in con.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'clipsearch_v%'")}  # fmt: skip
+    return (row[0] if row else None), names
+
+
+def vector_count(index_dir: Path, database: str | None = None) -> int:
+    """Vectors committed in the active version (0 while there is none), read directly."""
+    if not database:
+        try:
+            con = sqlite3.connect(
+                f"file:{version_dir(index_dir) / 'index.sqlite'}?mode=ro", uri=True
+            )
+        except (OSError, sqlite3.Error):
+            return 0
+        try:
+            return con.execute("SELECT count(*) FROM vectors").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+        finally:
+            con.close()
+    import psycopg
+
+    try:
+        with _pg_connect(database) as con:
+            name = con.execute("SELECT name FROM clipsearch_current").fetchone()[0]
+            return con.execute(f"SELECT count(*) FROM clipsearch_{name}.vectors").fetchone()[0]
+    except (psycopg.Error, TypeError):
+        return 0
 
 
 def faiss_ids(index_dir: Path, database: str | None = None) -> list[int]:

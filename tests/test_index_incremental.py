@@ -20,7 +20,9 @@ def test_incremental_add_modify_move_delete(tmp_path, coco_images, tiny_checkpoi
     first = copy_images(coco_images[:30], lib_dir / "a")
     extra = coco_images[30:36]
     cfg = load_config(
-        write_config(tmp_path / "c.yaml", [lib_dir], tmp_path / "idx", tiny_checkpoint, database=database)
+        write_config(
+            tmp_path / "c.yaml", [lib_dir], tmp_path / "idx", tiny_checkpoint, database=database
+        )
     )
     enc = CountingEncoder(ClipEncoder.from_config(cfg))
 
@@ -117,7 +119,9 @@ def test_partial_runs_follow_moves_and_deletions(tmp_path, sample_images, databa
     from indexer.embed.encoder import HashEncoder
 
     photos = copy_images(sample_images[:4], tmp_path / "lib")
-    cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "lib"], tmp_path / "idx", database=database))
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", [tmp_path / "lib"], tmp_path / "idx", database=database)
+    )
     enc = CountingEncoder(HashEncoder())
     with Library.open(cfg, writer=True, encoder=enc) as lib:
         lib.index(progress=False)

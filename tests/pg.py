@@ -61,8 +61,9 @@ class PgServer:
         self.sockets.mkdir(exist_ok=True)
         if os.geteuid() == 0:
             user = _ensure_user()
-            for p in (self.base, self.sockets):
-                os.chown(p, user.pw_uid, user.pw_gid)
+            for p in (self.base, self.sockets):  # readable: tests also connect without root's
+                os.chown(p, user.pw_uid, user.pw_gid)  # DAC override (setpriv)
+                os.chmod(p, 0o755)
             self._as = ["runuser", "-u", PG_USER, "--"]
         initdb = self._run(os.fspath(self.bin / "initdb"), "-D", os.fspath(self.data), "-U",
                            "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",

@@ -6,7 +6,8 @@ One index version lives in its own PostgreSQL schema (``clipsearch_v1``, ...; se
 tables mirror the SQLite backend's (:mod:`indexer.store.sqlite.schema`): paths as bytes
 (``bytea``), ids from an identity column (never reused), vectors L2-normalised float32 in a
 ``vector(d)`` column -- ``d`` is the bound model's, set by :func:`bind_dimension` (the column
-is untyped until then) together with the HNSW index (``vector_cosine_ops``).
+is untyped until then); the HNSW index (``vector_cosine_ops``) is built once the table is
+large enough to need it (:func:`build_hnsw`).
 
 To change the schema: bump :data:`SCHEMA_VERSION` and add the upgrade to :data:`MIGRATIONS`.
 """
@@ -163,10 +164,20 @@ def vector_dimension(conn: Connection) -> int | None:
 
 
 def bind_dimension(conn: Connection, dim: int) -> None:
-    """Type the vector column as ``vector(dim)`` and build its HNSW (cosine) index."""
-    if vector_dimension(conn) == dim:
-        return
-    conn.execute(text(f"ALTER TABLE vectors ALTER COLUMN vector TYPE vector({int(dim)})"))
+    """Type the vector column as ``vector(dim)`` (the HNSW index comes later:
+    :func:`build_hnsw`)."""
+    if vector_dimension(conn) != dim:
+        conn.execute(text(f"ALTER TABLE vectors ALTER COLUMN vector TYPE vector({int(dim)})"))
+
+
+def has_hnsw(conn: Connection) -> bool:
+    return bool(conn.execute(text("SELECT to_regclass(:n) IS NOT NULL"), {"n": HNSW_NAME}).scalar())
+
+
+def build_hnsw(conn: Connection) -> None:
+    """Build the HNSW (cosine) index over the stored vectors, at once: much faster than
+    growing it insert by insert while the table is small (searched exactly anyway)."""
+    conn.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
     conn.execute(text(f"CREATE INDEX IF NOT EXISTS {HNSW_NAME} ON vectors USING hnsw "
                       "(vector vector_cosine_ops) WITH (m = 16, ef_construction = 64)"))  # fmt: skip
 

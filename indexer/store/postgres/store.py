@@ -48,9 +48,12 @@ class PgStore(PgTags, IndexStore):
 
     def __init__(self, url: str, schema: str, writer: bool = False, kind: str = "auto"):
         self.url, self.schema, self.writer, self.kind = url, schema, writer, kind
+        self.exact_table_max, self.exact_allowed_max = EXACT_TABLE_MAX, EXACT_ALLOWED_MAX
+        self.last_plan = ""  # how the last search ran: exact, hnsw or hnsw+exact (fallback)
         self.engine = db.make_engine(url, schema)
         self._gen = 0
         self._count = 0
+        self._hnsw = False
         try:
             with self._begin() as conn:
                 exists = conn.execute(text("SELECT to_regnamespace(:s) IS NOT NULL"),
@@ -93,14 +96,30 @@ class PgStore(PgTags, IndexStore):
     def refresh(self) -> bool:
         with self._connect() as conn:
             gen = db.get_generation(conn)
-            if gen == self._gen and self._count:
+            if gen == self._gen:
                 return False
             self._count = int(conn.execute(select(func.count()).select_from(vectors)).scalar())
+            self._hnsw = db.has_hnsw(conn)
         changed, self._gen = gen != self._gen, gen
         return changed
 
     def save(self, force: bool = False, interval: float | None = None) -> bool:
         return False  # nothing derived: the database is the index
+
+    def maintain(self) -> None:
+        """After an indexing run: build the HNSW index once exact scans get too large."""
+        self.refresh()
+        if not self._hnsw and self._count > self.exact_table_max:
+            self.build_vector_index()
+
+    def build_vector_index(self) -> None:
+        """Build the HNSW index now (writers; later vectors are added to it as written)."""
+        if self.dim() is None:
+            return
+        with self._begin() as conn:
+            db.build_hnsw(conn)
+        self._gen = -1  # re-read the state
+        self.refresh()
 
     def last_modified(self) -> float | None:
         value = self.meta().get("modified_at")
@@ -111,25 +130,18 @@ class PgStore(PgTags, IndexStore):
         """Apply ``changes`` in one transaction with a new generation."""
         assert self.writer, "apply() needs a writer store"
         now = time.time()
-        ids_by_path: dict[bytes, int] = {}
         pending: dict[int, np.ndarray] = {}
+        ups = [dict(up) for up in changes.upserts]
+        extra = [(up.pop("vector", None), up.pop("copy_from", None)) for up in ups]
+        for up in ups:
+            up.setdefault("indexed_at", now)
         set_row = update(images).where(images.c.id == bindparam("row_id"))
         with self._begin() as conn:
             gen = db.next_generation(conn)
-            for up in changes.upserts:
-                up = dict(up)
-                vec, copy_from = up.pop("vector", None), up.pop("copy_from", None)
-                up.setdefault("indexed_at", now)
-                row_id = up.pop("id", None)
-                if row_id is None:  # another writer may have added the path meanwhile
-                    stmt = pg_insert(images).values(**up)
-                    stmt = stmt.on_conflict_do_update(
-                        index_elements=[images.c.path],
-                        set_={c: stmt.excluded[c] for c in up if c != "path"})  # fmt: skip
-                    row_id = conn.execute(stmt.returning(images.c.id)).scalar_one()
-                else:
-                    conn.execute(set_row, {**up, "row_id": row_id})
-                ids_by_path[up["path"]] = row_id
+            ids_by_path = self._upsert_rows(conn, ups, set_row)
+            dropped: list[int] = []
+            for up, (vec, copy_from) in zip(ups, extra):
+                row_id = ids_by_path[up["path"]]
                 if copy_from is not None:
                     vec = pending.get(copy_from)
                     if vec is None:
@@ -141,7 +153,9 @@ class PgStore(PgTags, IndexStore):
                     pending[row_id] = normalize(np.asarray(vec, np.float32).reshape(1, -1))[0]
                 else:
                     pending.pop(row_id, None)
-                    self._drop_vectors(conn, [row_id], gen)
+                    dropped.append(row_id)
+            if dropped:
+                self._drop_vectors(conn, dropped, gen)
             self._put_vectors(conn, pending, gen)
             for mv in changes.moves + changes.touches:
                 mv = dict(mv)
@@ -155,6 +169,29 @@ class PgStore(PgTags, IndexStore):
             db.set_meta(conn, modified_at=now)
         self.refresh()
         return ids_by_path
+
+    @staticmethod
+    def _upsert_rows(conn: Connection, ups: list[dict], set_row) -> dict[bytes, int]:  # noqa: ANN001
+        """Write the image rows: updates by id, new rows in one INSERT per column set that
+        takes over a row another writer added for the same path meanwhile."""
+        out: dict[bytes, int] = {}
+        groups: dict[tuple, list[dict]] = {}
+        for up in ups:
+            if up.get("id") is not None:
+                out[up["path"]] = up["id"]
+                conn.execute(set_row, {**{k: v for k, v in up.items() if k != "id"},
+                                       "row_id": up["id"]})  # fmt: skip
+            else:
+                groups.setdefault(tuple(sorted(up)), []).append(up)
+        for cols, rows in groups.items():
+            rows = list({r["path"]: r for r in rows}.values())  # one row per path
+            stmt = pg_insert(images)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[images.c.path],
+                set_={c: stmt.excluded[c] for c in cols if c != "path"})  # fmt: skip
+            for row_id, path in conn.execute(stmt.returning(images.c.id, images.c.path), rows):
+                out[bytes(path)] = row_id
+        return out
 
     def _put_vectors(self, conn: Connection, new: dict[int, np.ndarray], gen: int) -> None:
         """Store each image's new vector (replacing its old one and the tags scored on it)."""
@@ -178,7 +215,7 @@ class PgStore(PgTags, IndexStore):
 
     # ----------------------------------------------------------------- searching
     def vector_state(self) -> VectorState:
-        return VectorState("hnsw" if self._count > EXACT_TABLE_MAX else "exact", self._count,
+        return VectorState("hnsw" if self._hnsw else "exact", self._count,
                            self._gen)  # fmt: skip
 
     def search_vectors(
@@ -207,9 +244,10 @@ class PgStore(PgTags, IndexStore):
         params: dict = {"q": q, "k": int(k)}
         if allowed is not None:
             params["ids"] = allowed.tolist()
-        small = allowed is not None and len(allowed) <= EXACT_ALLOWED_MAX
-        if self._count <= EXACT_TABLE_MAX or small or k >= self._count:
+        small = allowed is not None and len(allowed) <= self.exact_allowed_max
+        if not self._hnsw or self._count <= self.exact_table_max or small or k >= self._count:
             _exact(conn)
+            self.last_plan = "exact"
             return conn.execute(stmt, params).all()
         # HNSW: the index scan orders by distance only (ties broken below, within the k)
         conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH_MIN, min(2 * k, 1000))}"))
@@ -218,10 +256,12 @@ class PgStore(PgTags, IndexStore):
         ann = text(f"SELECT image_id, vector <=> :q AS d FROM vectors {where} "
                    "ORDER BY vector <=> :q LIMIT :k").bindparams(bindparam("q", type_=VECTOR(dim)))  # fmt: skip
         rows = conn.execute(ann, params).all()
+        self.last_plan = "hnsw"
         want = k if allowed is None else min(k, len(allowed))
         if len(rows) < want:  # the scan stopped early (very selective filter): be exact
             _exact(conn)
             rows = conn.execute(stmt, params).all()
+            self.last_plan = "hnsw+exact"
         return sorted(rows, key=lambda r: (r[1], r[0]))
 
     def sample_vectors(self, n: int) -> np.ndarray:

@@ -200,6 +200,7 @@ class Library:
         tagger = Hooks(self.tags.auto_tagger(encoder), ConceptTagger())
         indexer = Indexer(self.store, encoder, self.cfg, self.thumb_dir, tagger)
         indexer.skip_missing_roots, indexer.stop = skip_missing_roots, stop
+        indexer.sweep_unconfigured = not self.location.shared  # others' roots are not ours
         indexer.jpeg_draft = self._check_fast_paths(encoder)
         report = indexer.run(paths, progress)
         if not paths and (report.removed or report.updated):

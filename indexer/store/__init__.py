@@ -62,4 +62,3 @@ def open_location(index_dir: Path, database: str | None = None) -> StoreLocation
 
         return PgLocation(database)
     return DirectoryLocation(index_dir)
-

@@ -36,7 +36,7 @@ from indexer.store.urls import mask_url
 __all__ = [
     "STATUS_ERROR", "STATUS_OK", "Album", "Changes", "Concept", "IndexBusyError", "IndexMissingError", "IndexStore",
     "ModelMismatchError", "Record", "SchemaError", "StoreError", "StoreLocation", "StoreLock",
-    "StoreUnavailableError", "TagList", "TagView", "TagWriter", "VectorState", "mask_url", "open_location", "open_store", "set_search_threads",
+    "StoreUnavailableError", "TagList", "TagView", "TagWriter", "VectorState", "mask_url", "migrate_from_postgres", "migrate_to_postgres", "open_location", "open_store", "set_search_threads",
 ]  # fmt: skip
 
 
@@ -62,3 +62,18 @@ def open_location(index_dir: Path, database: str | None = None) -> StoreLocation
 
         return PgLocation(database)
     return DirectoryLocation(index_dir)
+
+
+def migrate_to_postgres(index_dir: Path, url: str, progress=None) -> dict:  # noqa: ANN001
+    """Copy the active SQLite version in ``index_dir`` into PostgreSQL (lossless, resumable);
+    returns the rows copied per table and the version name."""
+    from indexer.store.postgres.transfer import to_postgres
+
+    return to_postgres(index_dir, url, progress)
+
+
+def migrate_from_postgres(url: str, index_dir: Path, progress=None) -> dict:  # noqa: ANN001
+    """Copy PostgreSQL's active version into SQLite in ``index_dir`` (lossless, resumable)."""
+    from indexer.store.postgres.transfer import from_postgres
+
+    return from_postgres(url, index_dir, progress)

@@ -14,12 +14,13 @@ to an exact scan in the rare case the iterative scan stops before ``k`` allowed 
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Mapping
 
 import numpy as np
 from pgvector.sqlalchemy import VECTOR
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from indexer.store.base import IndexStore
@@ -35,6 +36,18 @@ EXACT_TABLE_MAX = 20_000  # below this many vectors every search is exact
 EXACT_ALLOWED_MAX = 20_000  # filtered searches over at most this many ids are exact
 EF_SEARCH_MIN = 100
 MAX_SCAN_TUPLES = 200_000  # iterative scans visit at most this many (then exact)
+
+
+def copy_vectors(conn: Connection, rows: list[tuple[int, int, np.ndarray]]) -> None:
+    """Insert (image_id, gen, vector) rows with one binary COPY (~10x faster than INSERTs of
+    the text form). Each vector goes as the bytes of pgvector's binary format (dim, 0, then
+    big-endian float32s), which the server reads with the type's own receive function."""
+    cur = conn.connection.driver_connection.cursor()  # psycopg, in this transaction
+    with cur.copy("COPY vectors (image_id, gen, vector) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["int8", "int8", "bytea"])
+        for image_id, gen, vec in rows:
+            v = np.asarray(vec, dtype=">f4")
+            copy.write_row((image_id, gen, struct.pack(">HH", len(v), 0) + v.tobytes()))
 
 
 def _exact(conn: Connection) -> None:
@@ -200,8 +213,7 @@ class PgStore(PgTags, IndexStore):
         ids = list(new)
         for table in (vectors, tags, tombstones):
             conn.execute(delete(table).where(table.c.image_id.in_(ids)))
-        conn.execute(insert(vectors), [{"image_id": i, "gen": gen, "vector": v}
-                                       for i, v in new.items()])  # fmt: skip
+        copy_vectors(conn, [(i, gen, v) for i, v in new.items()])
 
     def _drop_vectors(self, conn: Connection, ids: list[int], gen: int) -> list[int]:
         had = conn.execute(delete(vectors).where(vectors.c.image_id.in_(ids))

@@ -23,6 +23,7 @@ from indexer.store.location import DirectoryLocation
 from indexer.store.lock import WriterLock
 from indexer.store.postgres import schema as pg
 from indexer.store.postgres.location import PgLocation
+from indexer.store.postgres.store import copy_vectors
 from indexer.store.sqlite import schema as lite
 from indexer.store.sqlite.store import SqliteStore
 
@@ -36,17 +37,20 @@ class _Side:
     tables: dict[str, Table]
     to_vector: Callable  # stored value -> np.ndarray
     from_vector: Callable  # np.ndarray -> stored value
+    write_vectors: Callable[[Connection, list[dict]], None]
 
 
 def _sqlite_side(store: SqliteStore) -> _Side:
     tables = {t.name: t for t in lite.Base.metadata.sorted_tables}
     return _Side(store.engine, tables, lambda b: np.frombuffer(b, "<f4").astype(np.float32),
-                 lambda v: np.ascontiguousarray(v, "<f4").tobytes())  # fmt: skip
+                 lambda v: np.ascontiguousarray(v, "<f4").tobytes(),
+                 lambda conn, rows: conn.execute(insert(tables["vectors"]), rows))  # fmt: skip
 
 
 def _pg_side(engine: Engine) -> _Side:
     return _Side(engine, dict(pg.metadata.tables), lambda v: np.asarray(v, np.float32),
-                 lambda v: v)  # fmt: skip
+                 lambda v: v, lambda conn, rows: copy_vectors(
+                     conn, [(r["image_id"], r["gen"], r["vector"]) for r in rows]))  # fmt: skip
 
 
 @contextmanager
@@ -77,7 +81,7 @@ def _copy(src: _Side, dst: _Side, progress: Callable[[int], None] | None) -> dic
         with dst.engine.begin() as d:
             d.execute(insert(di), rows)
             if vecs:
-                d.execute(insert(dst.tables["vectors"]), vecs)
+                dst.write_vectors(d, vecs)
             if tags:
                 d.execute(insert(dst.tables["tags"]), tags)
         last, copied = hi, copied + len(rows)

@@ -143,7 +143,7 @@ class Library:
         name = self.versions.current()
         if name is None:
             if not self.writer:
-                raise IndexMissingError(f"no index in {self.dir}; run `clipsearch index` first")
+                raise IndexMissingError(f"no index in {self.location.describe()}; run `clipsearch index` first")
             name = "v1"
             store = self._new_store(name)
             self.versions.set_current(name)

@@ -79,14 +79,15 @@ class PgServer:
         if started.returncode:
             log = self.log.read_text() if self.log.exists() else ""
             raise RuntimeError(f"pg_ctl start failed: {started.stderr.strip()}\n{log[-2000:]}")
-        self.execute("postgres", "CREATE EXTENSION IF NOT EXISTS vector", db="template1")
+        self.execute("CREATE EXTENSION IF NOT EXISTS vector", db="template1")
         return self
 
     def url(self, db: str = "postgres") -> str:
         """A ``postgresql://`` URL on the unix socket (what a user writes in config.yaml)."""
         return f"postgresql://postgres@/{db}?host={self.sockets}&port={PORT}"
 
-    def execute(self, _user: str, sql: str, db: str = "postgres") -> str:
+    def execute(self, sql: str, db: str = "postgres") -> str:
+        """Run one statement as the superuser; its first value as text ('' if none)."""
         import psycopg
 
         with psycopg.connect(host=os.fspath(self.sockets), port=PORT, user="postgres",
@@ -97,7 +98,7 @@ class PgServer:
     def create_database(self, prefix: str = "t") -> str:
         """A new empty database (with the ``vector`` extension, from template1); its URL."""
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-        self.execute("postgres", f'CREATE DATABASE "{name}"')
+        self.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def stop(self) -> None:

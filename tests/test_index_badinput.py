@@ -135,6 +135,10 @@ def test_unreadable_file_subcase_runs():
         pytest.skip("running as root without setpriv: cannot make a file unreadable to root")
 
 
+# the PostgreSQL run repeats ~75 s of CLI runs whose store part the other tests cover (slow)
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)], indirect=True
+)
 def test_bad_input_corpus(tmp_path, coco_images, tiny_checkpoint, database):
     prefix = _unprivileged_prefix()
     photos = tmp_path / "photos"

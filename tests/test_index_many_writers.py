@@ -119,7 +119,7 @@ def test_two_writers_one_killed_repeatedly(tmp_path, coco_images, tiny_checkpoin
                 if time.monotonic() > deadline:
                     proc.kill()
                     activity = pg_server.execute(
-                        "", "SELECT string_agg(state || ' ' || coalesce(wait_event, '-') || ' ' "
+                        "SELECT string_agg(state || ' ' || coalesce(wait_event, '-') || ' ' "
                         "|| left(query, 80), E'\\n') FROM pg_stat_activity")  # fmt: skip
                     raise AssertionError(f"writer b made no progress: {proc.communicate()[1]}\n"
                                          f"{activity}")  # fmt: skip

@@ -40,6 +40,7 @@ from indexer.store.errors import SchemaError, StoreError, StoreUnavailableError
 from indexer.store.urls import mask_secret, mask_url
 
 SCHEMA_VERSION = 1
+MIN_PGVECTOR = (0, 8)
 HNSW_NAME = "ix_vectors_hnsw"
 
 metadata = MetaData()
@@ -137,6 +138,10 @@ def read_version(conn: Connection) -> int:
 def ensure_schema(conn: Connection, schema: str, writer: bool) -> None:
     """Create or migrate the version schema (writers, serialised by a transaction lock), or
     check it is usable (readers)."""
+    found = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+    if found is not None and tuple(int(x) for x in found.split(".")[:2]) < MIN_PGVECTOR:
+        raise SchemaError(f"the database has pgvector {found}; clipsearch needs >= 0.8 "
+                          "(iterative index scans): ALTER EXTENSION vector UPDATE")  # fmt: skip
     if writer:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": schema})
         conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))

@@ -34,7 +34,7 @@ from indexer.types import ModelIdentity
 
 EXACT_TABLE_MAX = 20_000  # below this many vectors every search is exact
 EXACT_ALLOWED_MAX = 20_000  # filtered searches over at most this many ids are exact
-EF_SEARCH_MIN = 100
+EF_SEARCH_MIN = 200  # clustered libraries (bench_postgres): 100 missed whole clusters
 MAX_SCAN_TUPLES = 200_000  # iterative scans visit at most this many (then exact)
 
 
@@ -67,6 +67,7 @@ class PgStore(PgTags, IndexStore):
         self._gen = 0
         self._count = 0
         self._hnsw = False
+        self._dim: int | None = None
         try:
             with self._begin() as conn:
                 exists = conn.execute(text("SELECT to_regnamespace(:s) IS NOT NULL"),
@@ -100,6 +101,12 @@ class PgStore(PgTags, IndexStore):
                             created_at=time.time())  # fmt: skip
             db.bind_dimension(conn, int(db.get_meta(conn)["embed_dim"]))
         self.check_model(identity)  # another writer may have bound first
+
+    def dim(self) -> int | None:
+        """The vectors' dimension (cached once bound: a version's never changes)."""
+        if self._dim is None:
+            self._dim = super().dim()
+        return self._dim
 
     def set_meta(self, values: Mapping[str, str]) -> None:
         with self._begin() as conn:

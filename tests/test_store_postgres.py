@@ -94,3 +94,24 @@ def test_passwords_never_reach_messages():
         loc.versions.current()
     assert "s3cr3t-pw" not in str(err.value) and "s3cr3t-pw" not in loc.describe()
     assert err.value.__cause__ is None  # the driver's exception (with the URL) is not chained
+
+
+def test_open_store_by_url(pg_url):
+    """open_store takes a PostgreSQL URL: a reader of an empty database is told there is no
+    index; a writer creates v1, which readers then open."""
+    from indexer.store import IndexMissingError, open_store
+
+    with pytest.raises(IndexMissingError, match="no index"):
+        open_store(pg_url)
+    writer = open_store(pg_url, writer=True)
+    writer.bind_model(ModelIdentity("rand", "c" * 64, DIM, "{}"))
+    vec = np.ones(DIM, np.float32)
+    writer.apply(Changes([{"path": b"/x/1.jpg", "root": b"/x", "status": "ok", "vector": vec}],
+                         [], [], []))  # fmt: skip
+    reader = open_store(pg_url)
+    try:
+        assert reader.counts() == {"images": 1, "ok": 1, "errors": 0, "vectors": 1}
+        assert reader.dim() == DIM and reader.generation() == writer.generation() == 1
+    finally:
+        reader.close()
+        writer.close()

@@ -47,11 +47,26 @@ def set_search_threads(n: int) -> None:
     set_threads(n)
 
 
-def open_store(path: Path, writer: bool = False, kind: str = "auto") -> IndexStore:
-    """Open the index version in ``path`` (writers create it; ``kind``: the vector index's)."""
+def open_store(path: Path | str, writer: bool = False, kind: str = "auto") -> IndexStore:
+    """Open the SQLite index version in the folder ``path`` (writers create it; ``kind``: the
+    vector index's), or, for a ``postgresql://`` URL, the database's active version (a writer
+    of an empty database creates ``v1``). The Library opens stores through
+    :func:`open_location`; this is for tools and benchmarks."""
+    if isinstance(path, str) and path.startswith(("postgresql:", "postgres:")):
+        loc = open_location(Path(), path)
+        try:
+            name = loc.versions.current()
+            if name is None and not writer:
+                raise IndexMissingError(f"no index in {loc.describe()}")
+            store = loc.open(name or "v1", writer=writer, kind=kind)
+            if name is None:
+                loc.versions.set_current("v1")
+            return store
+        finally:
+            loc.close()
     from indexer.store.sqlite import SqliteStore
 
-    return SqliteStore(path, writer=writer, kind=kind)
+    return SqliteStore(Path(path), writer=writer, kind=kind)
 
 
 def open_location(index_dir: Path, database: str | None = None) -> StoreLocation:

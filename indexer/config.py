@@ -24,6 +24,7 @@ import yaml
 
 CONFIG_ENV = "CLIPSEARCH_CONFIG"
 WEIGHTS_ENV = "CLIPSEARCH_WEIGHTS"
+DATABASE_ENV, READ_DATABASE_ENV = "CLIPSEARCH_DATABASE", "CLIPSEARCH_READ_DATABASE"
 DEFAULT_CONFIG_NAME = "config.yaml"
 INDEX_KINDS = ("auto", "flat", "ivf", "ivf-sq8", "hnsw")
 
@@ -71,6 +72,9 @@ class IndexConfig:
     jpeg_draft: bool = True
     fast_resize: bool = True
     save_interval: float = 30.0
+    database: str | None = None  # postgresql://user@host/db (None: SQLite in ``dir``)
+    read_database: str | None = None  # a replica for read-only opens (None: ``database``)
+    thumbs_dir: str | None = None  # None: ``<dir>/thumbs`` (a shared folder for many machines)
 
 
 @dataclass
@@ -210,6 +214,20 @@ class Config:
         return self.resolve(self.index.dir)
 
     @property
+    def database_url(self) -> str | None:
+        """PostgreSQL for writers: $CLIPSEARCH_DATABASE, else ``index.database`` (None: SQLite)."""
+        return os.environ.get(DATABASE_ENV) or self.index.database or None
+
+    @property
+    def read_database_url(self) -> str | None:
+        """For readers: $CLIPSEARCH_READ_DATABASE, else ``index.read_database``, else the above."""
+        return os.environ.get(READ_DATABASE_ENV) or self.index.read_database or self.database_url
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return self.resolve(self.index.thumbs_dir or self.index_dir / "thumbs")
+
+    @property
     def roots(self) -> list[Path]:
         return [self.resolve(r) for r in self.library.roots]
 
@@ -321,6 +339,9 @@ def _validate(cfg: Config) -> None:
             raise bad("model.backend", "onnxruntime runs on the CPU; use device cpu or auto")
     if cfg.index.kind not in INDEX_KINDS:
         raise bad("index.kind", f"expected one of {', '.join(INDEX_KINDS)}, got {cfg.index.kind!r}")
+    for key in ("database", "read_database"):
+        if (url := getattr(cfg.index, key)) and not url.startswith(("postgresql:", "postgres:")):
+            raise bad(f"index.{key}", "expected a postgresql://user@host/db URL")
     for key in ("thumbnail_size",):
         if getattr(cfg.index, key) < 1:
             raise bad(f"index.{key}", "must be at least 1")

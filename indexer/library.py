@@ -30,7 +30,7 @@ import numpy as np
 
 from indexer.config import Config
 from indexer.embed.encoder import ClipEncoder, Encoder, thread_plan
-from indexer.embed.images import thumbnail_file
+from indexer.embed.images import remove_thumbnails, thumbnail_file
 from indexer.ingest.fastpaths import apply_check, check_pipeline, fast_paths_doc
 from indexer.ingest.pipeline import Indexer, IndexReport
 from indexer.ingest.scan import check_roots
@@ -39,15 +39,14 @@ from indexer.learn.service import ConceptService
 from indexer.search.albums import AlbumService
 from indexer.search.engine import SearchEngine, SearchResults
 from indexer.store import (
+    IndexBusyError,
     IndexMissingError,
     IndexStore,
     Record,
     StoreUnavailableError,
-    open_store,
+    open_location,
     set_search_threads,
 )
-from indexer.store.lock import WriterLock
-from indexer.store.versions import IndexVersions
 from indexer.tags.duplicates import DuplicateGroup
 from indexer.tags.service import TagService
 from indexer.tags.sync import TagReport
@@ -78,11 +77,13 @@ class Library:
         self.cfg = cfg
         self.writer = writer
         self.dir = cfg.index_dir
-        self.thumb_dir = self.dir / THUMBS_NAME
+        self.thumb_dir = cfg.thumbs_dir
         self._encoder = encoder
         self._fast_paths_recorded: dict | None = None
-        self._lock = WriterLock(self.dir) if writer else None
-        self.versions = IndexVersions(self.dir)
+        # SQLite versions in index.dir, or PostgreSQL (readers read a replica when configured)
+        self.location = open_location(self.dir, cfg.database_url if writer else cfg.read_database_url)
+        self._lock = self.location.writer_lock(cfg.roots) if writer else None
+        self.versions = self.location.versions
         self._store: IndexStore | None = None
         self._current_sig: tuple | None = None
         self._mutex = threading.RLock()  # one Library may be shared by threads (e.g. the UI)
@@ -115,11 +116,11 @@ class Library:
 
     def _clean_leftovers(self) -> None:
         """Remove what a killed writer left (we hold the lock): half-written thumbnails and
-        the version folder of an interrupted reindex."""
-        if self.thumb_dir.is_dir():
-            for tmp in self.thumb_dir.glob("*/.*.tmp"):
-                tmp.unlink(missing_ok=True)
-        self.versions.remove_stale()
+        the version of an interrupted reindex (only while no other writer shares the index)."""
+        with self._lock.exclusive() as alone:
+            if alone:
+                remove_thumbnails(self.thumb_dir)
+                self.versions.remove_stale()
 
     # ----------------------------------------------------------------- versions
 
@@ -142,7 +143,7 @@ class Library:
         name = self.versions.current()
         if name is None:
             if not self.writer:
-                raise IndexMissingError(f"no index in {self.dir}; run `clipsearch index` first")
+                raise IndexMissingError(f"no index in {self.location.describe()}; run `clipsearch index` first")
             name = "v1"
             store = self._new_store(name)
             self.versions.set_current(name)
@@ -155,7 +156,7 @@ class Library:
         return store
 
     def _new_store(self, name: str) -> IndexStore:
-        return open_store(self.versions.path(name), writer=self.writer, kind=self.cfg.index.kind)
+        return self.location.open(name, writer=self.writer, kind=self.cfg.index.kind)
 
     @property
     def store(self) -> IndexStore:
@@ -199,6 +200,7 @@ class Library:
         tagger = Hooks(self.tags.auto_tagger(encoder), ConceptTagger())
         indexer = Indexer(self.store, encoder, self.cfg, self.thumb_dir, tagger)
         indexer.skip_missing_roots, indexer.stop = skip_missing_roots, stop
+        indexer.sweep_unconfigured = not self.location.shared  # others' roots are not ours
         indexer.jpeg_draft = self._check_fast_paths(encoder)
         report = indexer.run(paths, progress)
         if not paths and (report.removed or report.updated):
@@ -216,30 +218,29 @@ class Library:
         return apply_check(encoder, check)
 
     def collect_thumbnails(self) -> int:
-        """Delete thumbnails no image row refers to any more; returns how many."""
+        """Delete thumbnails no image row refers to any more; returns how many (none while
+        other writers share the index: their new rows may not be committed yet)."""
         self._require_writer()
-        keep = self.store.content_hashes()
-        removed = 0
-        if self.thumb_dir.is_dir():
-            for sub in os.scandir(self.thumb_dir):
-                if not sub.is_dir():
-                    continue
-                for entry in os.scandir(sub.path):
-                    digest, ext = os.path.splitext(entry.name)
-                    if ext == ".jpg" and not entry.name.startswith(".") and digest not in keep:
-                        os.unlink(entry.path)
-                        removed += 1
-        return removed
+        with self._lock.exclusive() as alone:
+            return remove_thumbnails(self.thumb_dir, self.store.content_hashes()) if alone else 0
 
     def reindex(self, progress: bool = True) -> IndexReport:
-        """Rebuild everything with the configured model beside the active version, then swap."""
+        """Rebuild everything with the configured model beside the active version, then swap
+        (holding the index alone: other writers sharing it make it :class:`IndexBusyError`)."""
         self._require_writer()
+        with self._lock.exclusive() as alone:
+            if not alone:
+                raise IndexBusyError(f"other clipsearch processes are writing to "
+                                     f"{self.location.describe()}; reindex when they are done")  # fmt: skip
+            return self._reindex(progress)
+
+    def _reindex(self, progress: bool) -> IndexReport:
         check_roots(self.cfg.roots)
         encoder = self.encoder()
         old = self.versions.current() or "v0"
         name = self.versions.next_name(old)
         self.versions.remove(name)  # an interrupted attempt
-        new = open_store(self.versions.path(name), writer=True, kind=self.cfg.index.kind)
+        new = self.location.open(name, writer=True, kind=self.cfg.index.kind)
         try:
             tagger = Hooks(self.tags.auto_tagger(encoder), ConceptTagger())
             report = Indexer(new, encoder, self.cfg, self.thumb_dir, tagger).run(None, progress)
@@ -328,6 +329,7 @@ class Library:
         vectors = store.vector_state()
         return {
             "index_dir": os.fspath(self.dir),
+            "database": self.location.describe() if self.location.shared else None,
             "version": self.versions.current(),
             "model": {
                 "name": meta.get("model_name"),
@@ -389,6 +391,7 @@ class Library:
             self._store = None
         if self._lock is not None:
             self._lock.release()
+        self.location.close()
 
     def __enter__(self) -> Library:
         return self

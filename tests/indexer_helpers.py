@@ -21,14 +21,18 @@ def write_config(
     roots: list[Path],
     index_dir: Path,
     weights: Path | None = None,
+    database: str | None = None,
     **sections: dict,
 ) -> Path:
-    """A config file for a temporary library; ``sections`` update config sections."""
+    """A config file for a temporary library; ``sections`` update config sections;
+    ``database``: a PostgreSQL URL (the ``store`` fixture's), None for SQLite."""
     data: dict = {
         "model": {"weights": os.fspath(weights) if weights else None},
         "library": {"roots": [os.fspath(r) for r in roots]},
         "index": {"dir": os.fspath(index_dir), "batch_size": 16},
     }
+    if database:
+        data["index"]["database"] = database
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     path.write_text(yaml.safe_dump(data))
@@ -83,8 +87,11 @@ def version_dir(index_dir: Path) -> Path:
     return index_dir / (index_dir / "CURRENT").read_text().strip()
 
 
-def sqlite_state(index_dir: Path) -> dict:
-    """{"ok": {path: id}, "errors": {path: reason}, "vector_ids": sorted ids, "vectors": {id: arr}}."""
+def sqlite_state(index_dir: Path, database: str | None = None) -> dict:
+    """{"ok": {path: id}, "errors": {path: reason}, "vector_ids": sorted ids, "vectors": {id: arr}}
+    of the active version (in PostgreSQL at ``database`` when given)."""
+    if database:
+        return pg_state(database)
     con = sqlite3.connect(version_dir(index_dir) / "index.sqlite")
     try:
         ok, errors = {}, {}
@@ -101,7 +108,78 @@ def sqlite_state(index_dir: Path) -> dict:
     return {"ok": ok, "errors": errors, "vector_ids": sorted(vecs), "vectors": vecs}
 
 
-def faiss_ids(index_dir: Path) -> list[int]:
+def pg_state(database: str) -> dict:
+    """:func:`sqlite_state` read straight from PostgreSQL (the active version's schema)."""
+    from pgvector.psycopg import register_vector
+
+    with _pg_connect(database) as con:
+        register_vector(con)
+        name = con.execute("SELECT name FROM clipsearch_current").fetchone()[0]
+        schema = f"clipsearch_{name}"
+        ok, errors = {}, {}
+        for i, p, status, err in con.execute(
+            f"SELECT id, path, status, error FROM {schema}.images"
+        ):
+            if status == "ok":
+                ok[os.fsdecode(bytes(p))] = i
+            else:
+                errors[os.fsdecode(bytes(p))] = err
+        vecs = {i: v.to_numpy().astype(np.float32) for i, v in con.execute(
+            f"SELECT image_id, vector FROM {schema}.vectors")}  # fmt: skip
+    return {"ok": ok, "errors": errors, "vector_ids": sorted(vecs), "vectors": vecs}
+
+
+def _pg_connect(database: str):
+    import psycopg
+
+    return psycopg.connect(database.replace("postgresql+psycopg://", "postgresql://"))
+
+
+def versions_in(index_dir: Path, database: str | None = None) -> tuple[str | None, set[str]]:
+    """(the active version's name, every version present) of an index."""
+    if not database:
+        current = (
+            (index_dir / "CURRENT").read_text().strip()
+            if (index_dir / "CURRENT").exists()
+            else None
+        )
+        return current, {p.name for p in index_dir.glob("v*") if p.is_dir()}
+    with _pg_connect(database) as con:
+        row = con.execute("SELECT name FROM clipsearch_current").fetchone()
+        names = {r[0][len("clipsearch_"):] for r in con.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'clipsearch_v%'")}  # fmt: skip
+    return (row[0] if row else None), names
+
+
+def vector_count(index_dir: Path, database: str | None = None) -> int:
+    """Vectors committed in the active version (0 while there is none), read directly."""
+    if not database:
+        try:
+            con = sqlite3.connect(
+                f"file:{version_dir(index_dir) / 'index.sqlite'}?mode=ro", uri=True
+            )
+        except (OSError, sqlite3.Error):
+            return 0
+        try:
+            return con.execute("SELECT count(*) FROM vectors").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+        finally:
+            con.close()
+    import psycopg
+
+    try:
+        with _pg_connect(database) as con:
+            name = con.execute("SELECT name FROM clipsearch_current").fetchone()[0]
+            return con.execute(f"SELECT count(*) FROM clipsearch_{name}.vectors").fetchone()[0]
+    except (psycopg.Error, TypeError):
+        return 0
+
+
+def faiss_ids(index_dir: Path, database: str | None = None) -> list[int]:
+    """The ids the vector search holds (PostgreSQL: the vectors table's, it is the index)."""
+    if database:
+        return pg_state(database)["vector_ids"]
     from indexer.store.vectors.index import VectorIndex
 
     index, _gen = VectorIndex.load(version_dir(index_dir) / "vectors.faiss")

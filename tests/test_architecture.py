@@ -27,9 +27,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("indexer.config", "indexer.types"),
 ]
 # Only the SQLite backend may talk to the database driver.
-DRIVER_MODULES = {"sqlalchemy": "indexer.store.sqlite", "sqlite3": "indexer.store.sqlite"}
+_BACKENDS = ("indexer.store.sqlite", "indexer.store.postgres")
+DRIVER_MODULES = {"sqlalchemy": _BACKENDS, "sqlite3": ("indexer.store.sqlite",),
+                  "psycopg": ("indexer.store.postgres",), "pgvector": ("indexer.store.postgres",)}
 # Backend internals: reached only from inside the store package.
-STORE_PRIVATE = ("indexer.store.sqlite", "indexer.store.vectors")
+STORE_PRIVATE = ("indexer.store.sqlite", "indexer.store.vectors", "indexer.store.postgres")
 
 
 def _module_name(path: Path) -> str:

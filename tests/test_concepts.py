@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from indexer.config import load_config
+from indexer.learn.apply import concept_rows
 from indexer.learn.service import ConceptError
 from indexer.library import Library
 from indexer.search.engine import QueryError
@@ -274,3 +275,28 @@ def test_schema_4_concepts_migrate_and_keep_scoring(tmp_path, sample_images):
     con = sqlite3.connect(path)
     assert con.execute("SELECT version FROM schema_version").fetchone()[0] == db.SCHEMA_VERSION
     con.close()
+
+
+def test_concepts_and_albums_on_postgres(tmp_path, tiny_checkpoint, coco_images, pg_url):
+    """The same concept on the PostgreSQL store: fitted, stored with its centre, tags applied,
+    read back by a reader; an album saved and read back."""
+    family, rest = augmented_library(tmp_path / "photos", coco_images, copies=8, others=12, x=X)
+    cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx",
+                                   tiny_checkpoint, pg_url, tags={"vocabulary": VOCAB},
+                                   search={"threshold": None}))  # fmt: skip
+    with Library.open(cfg, writer=True) as lib:
+        lib.index(progress=False)
+        fx = [lib.store.record_by_path(p).id for p in family]
+        taught = lib.concepts.teach("photo x", fx[1:4])
+        lib.albums.save("x album", {"query": "concept:photo x"})
+    assert taught.center is not None
+    with Library.open(cfg) as lib:
+        (c,) = lib.concepts.list()
+        assert np.array_equal(c.center, taught.center) and np.array_equal(c.weights, taught.weights)
+        tagged = set(lib.ids_with_tags(["photo x"]).tolist())
+        # the stored rows are the read-back concept's scores over the stored vectors
+        ids, vecs = lib.store.vectors(sorted(set(fx) | set(lib.ids_with_tags(["dog"]).tolist())))
+        expect = {int(i) for i, r in zip(ids, concept_rows(vecs, [c])) if r}
+        assert tagged == expect and len(tagged & set(fx)) >= len(fx) - 2
+        assert not tagged - set(fx)  # negative control: the other photos
+        assert [a.name for a in lib.albums.list()] == ["x album"]

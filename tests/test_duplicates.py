@@ -125,3 +125,27 @@ def test_end_to_end_on_photos_with_resized_and_reencoded_copies(
     described = describe_groups(groups, meta.get)
     for g in described:
         assert not g.keep.path.startswith(str(tmp_path / "copy"))  # full-size original first
+
+
+def test_library_duplicates_on_both_backends(tmp_path, sample_images, database):
+    """Library.duplicates reads every stored vector from the store: byte-identical copies
+    (equal HashEncoder vectors) group with their original, the larger file first."""
+    from indexer.config import load_config
+    from indexer.embed.encoder import HashEncoder
+    from indexer.library import Library
+
+    from .indexer_helpers import copy_images, write_config
+
+    photos = copy_images(sample_images[:4], tmp_path / "photos")
+    shutil.copyfile(photos[1], tmp_path / "photos" / "copy_of_1.jpg")
+    cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx",
+                                   database=database))  # fmt: skip
+    with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
+        lib.index(progress=False)
+    with Library.open(cfg, encoder=HashEncoder()) as lib:
+        groups = lib.duplicates(threshold=0.999)
+    assert len(groups) == 1
+    assert {m.path for m in groups[0].members} == {
+        str(photos[1]),
+        str(tmp_path / "photos" / "copy_of_1.jpg"),
+    }

@@ -135,18 +135,22 @@ def test_unreadable_file_subcase_runs():
         pytest.skip("running as root without setpriv: cannot make a file unreadable to root")
 
 
-def test_bad_input_corpus(tmp_path, coco_images, tiny_checkpoint):
+# the PostgreSQL run repeats ~75 s of CLI runs whose store part the other tests cover (slow)
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)], indirect=True
+)
+def test_bad_input_corpus(tmp_path, coco_images, tiny_checkpoint, database):
     prefix = _unprivileged_prefix()
     photos = tmp_path / "photos"
     bad, good = build_corpus(photos, coco_images[0], unreadable_case=prefix is not None)
     prefix = prefix or []
     cfg = write_config(tmp_path / "c.yaml", [photos], tmp_path / "idx", tiny_checkpoint,
-                       library={"max_pixels": 20_000_000})  # fmt: skip
+                       library={"max_pixels": 20_000_000}, database=database)  # fmt: skip
 
     proc = _run(["index", "--json"], cfg, prefix)
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(proc.stdout)
-    state = sqlite_state(tmp_path / "idx")
+    state = sqlite_state(tmp_path / "idx", database)
     assert set(state["ok"]) == good
     assert set(state["errors"]) == set(bad)
     for path, fragment in bad.items():
@@ -177,7 +181,7 @@ def test_bad_input_corpus(tmp_path, coco_images, tiny_checkpoint):
     shutil.copyfile(coco_images[1], fixed)
     rep3 = json.loads(_run(["index", "--json"], cfg, prefix).stdout)
     assert (rep3["updated"], rep3["encoded"], rep3["errors"]) == (1, 1, 0)
-    state = sqlite_state(tmp_path / "idx")
+    state = sqlite_state(tmp_path / "idx", database)
     assert os.fspath(fixed) in state["ok"] and os.fspath(fixed) not in state["errors"]
 
 

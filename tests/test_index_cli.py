@@ -18,7 +18,7 @@ from .indexer_helpers import REPO, cli_env, copy_images, run_cli, version_dir, w
 RESULT_KEYS = {"rank", "id", "path", "score", "root", "width", "height", "taken_at", "camera",
                "size", "content_hash", "thumbnail"}  # fmt: skip
 STATUS_KEYS = {"index_dir", "version", "model", "images", "indexed", "errors", "vectors", "faiss",
-               "generation", "roots", "error_files", "watch", "fast_paths"}  # fmt: skip
+               "generation", "roots", "error_files", "watch", "fast_paths", "database"}  # fmt: skip
 REPORT_KEYS = {"scanned", "unchanged", "added", "updated", "touched", "moved", "copied", "errors",
                "removed", "encoded", "seconds", "images_per_second", "unlisted_folders",
                "concepts_lost"}  # fmt: skip

@@ -32,7 +32,7 @@ with Library.open(cfg) as lib:
             else:
                 res = lib.search(image=query_id, k=5)                # by indexed id
             assert res.hits and (i % 10 == 0 or res.hits[0].id == query_id)
-            count = len(lib.store.index)
+            count = lib.store.vector_state().count
             assert lib.status()["faiss"]["count"] >= count
             print(json.dumps({"count": count}), flush=True)
         except Exception:
@@ -45,11 +45,11 @@ with Library.open(cfg) as lib:
 """
 
 
-def test_reader_sees_writer_progress(tmp_path, coco_images, tiny_checkpoint):
+def test_reader_sees_writer_progress(tmp_path, coco_images, tiny_checkpoint, database):
     photos = tmp_path / "photos"
     copy_images(coco_images[:30], photos)
     cfg_path = write_config(tmp_path / "c.yaml", [photos], tmp_path / "idx", tiny_checkpoint,
-                            index={"batch_size": 8, "save_interval": 1})  # fmt: skip
+                            index={"batch_size": 8, "save_interval": 1}, database=database)  # fmt: skip
     cfg = load_config(cfg_path)
     with Library.open(cfg, writer=True, encoder=ClipEncoder.from_config(cfg)) as lib:
         lib.index(progress=False)
@@ -78,9 +78,11 @@ def test_reader_sees_writer_progress(tmp_path, coco_images, tiny_checkpoint):
     )
 
 
-def test_single_writer_lock(tmp_path, sample_images):
+def test_single_writer_lock(tmp_path, sample_images, database):
     copy_images(sample_images[:3], tmp_path / "photos")
-    cfg_path = write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx")
+    cfg_path = write_config(
+        tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx", database=database
+    )
     cfg = load_config(cfg_path)
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
         lib.index(progress=False)

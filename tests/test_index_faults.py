@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,36 +23,29 @@ from .indexer_helpers import (
     faiss_ids,
     run_cli,
     sqlite_state,
+    vector_count,
     version_dir,
+    versions_in,
     write_config,
 )  # fmt: skip
 
 
-def _vector_count(index_dir) -> int:
-    try:
-        con = sqlite3.connect(f"file:{version_dir(index_dir) / 'index.sqlite'}?mode=ro", uri=True)
-    except (OSError, sqlite3.Error):
-        return 0
-    try:
-        return con.execute("SELECT count(*) FROM vectors").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-    finally:
-        con.close()
-
-
-def test_sigkill_during_indexing(tmp_path, coco_images, tiny_checkpoint):
+# the PostgreSQL run takes ~2 min (slow); the two-writer kill test runs on it by default
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)], indirect=True
+)
+def test_sigkill_during_indexing(tmp_path, coco_images, tiny_checkpoint, database):
     photos = copy_images(coco_images[:220], tmp_path / "photos")
     idx = tmp_path / "idx"
     cfg_path = write_config(
         tmp_path / "c.yaml", [tmp_path / "photos"], idx, tiny_checkpoint,
-        index={"batch_size": 4, "save_interval": 0},  # commit + save FAISS after every batch
+        database, index={"batch_size": 4, "save_interval": 0},  # commit + save after every batch
     )  # fmt: skip
     cmd = [sys.executable, "-m", "indexer.cli", "--config", str(cfg_path), "index", "--no-progress"]
     rng = random.Random(1234)
     kills = 0
     for attempt in range(5):
-        before = _vector_count(idx)
+        before = vector_count(idx, database)
         proc = subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)  # fmt: skip
         if attempt == 0:  # a random moment in start-up: imports, model loading, scanning
@@ -61,34 +53,38 @@ def test_sigkill_during_indexing(tmp_path, coco_images, tiny_checkpoint):
         else:  # a random moment once this run has committed a random number of images
             target = before + rng.randint(1, 24)
             deadline = time.monotonic() + 60
-            while _vector_count(idx) < target and proc.poll() is None:
+            while vector_count(idx, database) < target and proc.poll() is None:
                 assert time.monotonic() < deadline, "indexer made no progress"
                 time.sleep(0.02)
             time.sleep(rng.uniform(0.0, 0.1))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
-            print(f"SIGKILL {attempt}: {_vector_count(idx)} images committed")
+            print(f"SIGKILL {attempt}: {vector_count(idx, database)} images committed")
         proc.wait(timeout=60)
         if attempt == 2:  # a deletion between crashes
             photos[-1].unlink()
     assert kills >= 4, "the indexer finished too fast to be killed"
-    assert 0 < _vector_count(idx) < 219, "the kills should have interrupted indexing midway"
+    assert 0 < vector_count(idx, database) < 219, (
+        "the kills should have interrupted indexing midway"
+    )
 
     proc = run_cli(["index", "--no-progress"], cfg_path)
     assert proc.returncode == 0, proc.stderr
-    state = sqlite_state(tmp_path / "idx")
+    state = sqlite_state(idx, database)
     expected = {os.fspath(p) for p in photos[:-1]}
     assert set(state["ok"]) == expected and not state["errors"]
     assert state["vector_ids"] == sorted(state["ok"].values())  # exactly one vector per image
-    assert faiss_ids(tmp_path / "idx") == state["vector_ids"]
-    leftovers = [p.name for p in version_dir(tmp_path / "idx").iterdir() if p.suffix == ".tmp"]
-    assert not leftovers
+    assert faiss_ids(idx, database) == state["vector_ids"]
+    if database is None:
+        leftovers = [p.name for p in version_dir(idx).iterdir() if p.suffix == ".tmp"]
+        assert not leftovers
 
 
-def _hash_library(tmp_path, sample_images):
+def _hash_library(tmp_path, sample_images, database=None):
     copy_images(sample_images, tmp_path / "photos")
-    cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx"))
+    cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx",
+                                   database=database))  # fmt: skip
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
         lib.index(progress=False)
     return cfg
@@ -133,19 +129,19 @@ def test_stale_faiss_file_is_replayed_from_generations(tmp_path, sample_images):
         assert np.allclose(got, want, atol=1e-6)
 
 
-def test_reindex_swaps_under_a_running_reader(tmp_path, sample_images):
-    cfg = _hash_library(tmp_path, sample_images)
+def test_reindex_swaps_under_a_running_reader(tmp_path, sample_images, database):
+    cfg = _hash_library(tmp_path, sample_images, database)
     reader = Library.open(cfg, encoder=HashEncoder())
     try:
         before = reader.search(image=sample_images[2], k=1).hits[0]
-        old = version_dir(cfg.index_dir)
+        old, _ = versions_in(cfg.index_dir, database)
         with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
             rep = lib.reindex(progress=False)
             assert rep.added == len(sample_images)
             # until the swap the reader kept using the old version; now it follows
         after = reader.search(image=sample_images[2], k=1).hits[0]
-        assert after.path == before.path and version_dir(cfg.index_dir) != old
-        assert not old.exists() and reader.status()["version"] == "v2"
+        assert after.path == before.path and versions_in(cfg.index_dir, database) == ("v2", {"v2"})
+        assert old == "v1" and reader.status()["version"] == "v2"
     finally:
         reader.close()
 
@@ -163,22 +159,26 @@ def test_removed_root_is_swept(tmp_path, sample_images):
         assert lib.status()["indexed"] == 3
 
 
-def test_index_dir_inside_a_root_is_not_indexed(tmp_path, sample_images):
+def test_index_dir_inside_a_root_is_not_indexed(tmp_path, sample_images, database):
     copy_images(sample_images[:4], tmp_path / "lib")
     cfg = load_config(
-        write_config(tmp_path / "c.yaml", [tmp_path / "lib"], tmp_path / "lib" / "idx")
+        write_config(
+            tmp_path / "c.yaml", [tmp_path / "lib"], tmp_path / "lib" / "idx", database=database
+        )
     )
     for _ in range(2):  # the second run would see the thumbnails of the first
         with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
             lib.index(progress=False)
-    assert sorted(sqlite_state(cfg.index_dir)["ok"]) == sorted(
+    assert sorted(sqlite_state(cfg.index_dir, database)["ok"]) == sorted(
         str(tmp_path / "lib" / p.name) for p in sample_images[:4]
     )
 
 
-def test_file_turned_broken_symlink_while_its_content_moved(tmp_path, sample_images):
+def test_file_turned_broken_symlink_while_its_content_moved(tmp_path, sample_images, database):
     photos = copy_images(sample_images[:2], tmp_path / "lib")
-    cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "lib"], tmp_path / "idx"))
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", [tmp_path / "lib"], tmp_path / "idx", database=database)
+    )
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
         lib.index(progress=False)
     target = tmp_path / "lib" / "elsewhere.png"
@@ -186,10 +186,10 @@ def test_file_turned_broken_symlink_while_its_content_moved(tmp_path, sample_ima
     os.symlink(tmp_path / "gone.png", photos[0])  # same name, now a broken link
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
         rep = lib.index(progress=False)
-    state = sqlite_state(cfg.index_dir)
+    state = sqlite_state(cfg.index_dir, database)
     assert str(photos[0]) in state["errors"] and str(target) in state["ok"]
     assert rep.errors == 1 and rep.copied + rep.added == 1
-    assert state["vector_ids"] == sorted(state["ok"].values()) == faiss_ids(cfg.index_dir)
+    assert state["vector_ids"] == sorted(state["ok"].values()) == faiss_ids(cfg.index_dir, database)
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivf-sq8"])

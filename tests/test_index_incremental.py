@@ -15,12 +15,14 @@ from indexer.library import Library
 from .indexer_helpers import CountingEncoder, copy_images, faiss_ids, sqlite_state, write_config
 
 
-def test_incremental_add_modify_move_delete(tmp_path, coco_images, tiny_checkpoint):
+def test_incremental_add_modify_move_delete(tmp_path, coco_images, tiny_checkpoint, database):
     lib_dir = tmp_path / "photos"
     first = copy_images(coco_images[:30], lib_dir / "a")
     extra = coco_images[30:36]
     cfg = load_config(
-        write_config(tmp_path / "c.yaml", [lib_dir], tmp_path / "idx", tiny_checkpoint)
+        write_config(
+            tmp_path / "c.yaml", [lib_dir], tmp_path / "idx", tiny_checkpoint, database=database
+        )
     )
     enc = CountingEncoder(ClipEncoder.from_config(cfg))
 
@@ -28,9 +30,9 @@ def test_incremental_add_modify_move_delete(tmp_path, coco_images, tiny_checkpoi
         rep = lib.index(progress=False)
     assert (rep.added, rep.encoded, rep.errors) == (30, 30, 0)
     assert enc.images_encoded == 30
-    s0 = sqlite_state(cfg.index_dir)
+    s0 = sqlite_state(cfg.index_dir, database)
     assert len(s0["ok"]) == 30 and s0["vector_ids"] == sorted(s0["ok"].values())
-    assert faiss_ids(cfg.index_dir) == s0["vector_ids"]
+    assert faiss_ids(cfg.index_dir, database) == s0["vector_ids"]
 
     # Unchanged library: nothing is read or encoded.
     with Library.open(cfg, writer=True, encoder=enc) as lib:
@@ -65,11 +67,11 @@ def test_incremental_add_modify_move_delete(tmp_path, coco_images, tiny_checkpoi
     assert (rep.added, rep.updated, rep.touched, rep.moved, rep.copied, rep.removed) == (
         6, 3, 2, 4, 1, 3,
     )  # fmt: skip
-    s1 = sqlite_state(cfg.index_dir)
+    s1 = sqlite_state(cfg.index_dir, database)
     expected = {os.fspath(p) for p in lib_dir.rglob("*.jpg")}
     assert set(s1["ok"]) == expected and len(expected) == 30 + 6 + 1 - 3
     assert s1["vector_ids"] == sorted(s1["ok"].values())
-    assert faiss_ids(cfg.index_dir) == s1["vector_ids"]
+    assert faiss_ids(cfg.index_dir, database) == s1["vector_ids"]
 
     # Moved files kept their id and bit-identical vector.
     for src, dst in zip(moved, moved_to, strict=True):
@@ -94,7 +96,7 @@ def test_incremental_add_modify_move_delete(tmp_path, coco_images, tiny_checkpoi
     with Library.open(cfg, encoder=enc) as lib:
         assert thumbs == {lib.get_image(i).content_hash for i in s1["ok"].values()}
     gone = {s0["ok"][os.fspath(p)] for p in deleted}
-    assert not gone & set(s1["vector_ids"]) and not gone & set(faiss_ids(cfg.index_dir))
+    assert not gone & set(s1["vector_ids"]) and not gone & set(faiss_ids(cfg.index_dir, database))
 
     # Searching finds the moved file under its new path, with the in-memory FAISS used by readers.
     with Library.open(cfg, encoder=enc) as lib:
@@ -112,16 +114,18 @@ def test_incremental_add_modify_move_delete(tmp_path, coco_images, tiny_checkpoi
         assert rep.removed == 1
 
 
-def test_partial_runs_follow_moves_and_deletions(tmp_path, sample_images):
+def test_partial_runs_follow_moves_and_deletions(tmp_path, sample_images, database):
     """What the watch daemon does: index([old, new]) for a move, index([gone]) for a delete."""
     from indexer.embed.encoder import HashEncoder
 
     photos = copy_images(sample_images[:4], tmp_path / "lib")
-    cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "lib"], tmp_path / "idx"))
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", [tmp_path / "lib"], tmp_path / "idx", database=database)
+    )
     enc = CountingEncoder(HashEncoder())
     with Library.open(cfg, writer=True, encoder=enc) as lib:
         lib.index(progress=False)
-        before = sqlite_state(cfg.index_dir)
+        before = sqlite_state(cfg.index_dir, database)
         new = tmp_path / "lib" / "sub" / "moved.png"
         new.parent.mkdir()
         os.rename(photos[0], new)
@@ -129,6 +133,6 @@ def test_partial_runs_follow_moves_and_deletions(tmp_path, sample_images):
         assert (rep.moved, rep.removed, rep.encoded) == (1, 0, 0)
         photos[1].unlink()
         assert lib.index([str(photos[1])], progress=False).removed == 1
-    after = sqlite_state(cfg.index_dir)
+    after = sqlite_state(cfg.index_dir, database)
     assert after["ok"][str(new)] == before["ok"][str(photos[0])]
     assert str(photos[1]) not in after["ok"] and enc.images_encoded == 4

@@ -19,10 +19,10 @@ from .indexer_helpers import copy_images, write_config
 DIM = 16  # axes 0-7: the words below; 8-15: background noise
 
 
-def test_image_queries_find_themselves(tmp_path, coco_images, tiny_checkpoint):
+def test_image_queries_find_themselves(tmp_path, coco_images, tiny_checkpoint, database):
     photos = copy_images(coco_images[:40], tmp_path / "photos")
     cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx",
-                                   tiny_checkpoint))  # fmt: skip
+                                   tiny_checkpoint, database=database))  # fmt: skip
     enc = ClipEncoder.from_config(cfg)
     with Library.open(cfg, writer=True, encoder=enc) as lib:
         lib.index(progress=False)
@@ -76,10 +76,12 @@ def _unit(*pairs) -> np.ndarray:
 
 
 @pytest.fixture
-def known(tmp_path):
-    """An index with constructed vectors inserted through the store API."""
+def known(tmp_path, database):
+    """An index with constructed vectors inserted through the store API (both backends)."""
     root = tmp_path / "lib"
-    cfg = load_config(write_config(tmp_path / "c.yaml", [root], tmp_path / "idx"))
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", [root], tmp_path / "idx", database=database)
+    )
     enc = AxisEncoder()
     rows = {
         # name: (vector, folder, taken_at)

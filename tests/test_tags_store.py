@@ -61,13 +61,14 @@ class TextCounting:
         return self.inner.encode_texts(texts)
 
 
-def _config(tmp_path, weights, vocab, **tags):
+def _config(tmp_path, weights, vocab, database=None, **tags):
     return load_config(
         write_config(
             tmp_path / "c.yaml",
             [tmp_path / "photos"],
             tmp_path / "idx",
             weights,
+            database,
             index={"dir": str(tmp_path / "idx"), "batch_size": 2},
             tags={"vocabulary": vocab, **tags},
             # Its own model cache: the tag-prompt cache is machine-wide, and these tests count
@@ -77,8 +78,21 @@ def _config(tmp_path, weights, vocab, **tags):
     )
 
 
+def _pg_query(cfg, sql: str) -> list[tuple]:
+    from .indexer_helpers import _pg_connect
+
+    with _pg_connect(cfg.database_url) as con:
+        name = con.execute("SELECT name FROM clipsearch_current").fetchone()[0]
+        con.execute(f"SET search_path = clipsearch_{name}")
+        return con.execute(sql).fetchall()
+
+
 def _rows(cfg) -> dict[tuple[int, str], tuple[int, float]]:
-    """{(image_id, tag): (rowid, score)} straight from SQLite."""
+    """{(image_id, tag): (row version, score)} straight from the database (the SQLite rowid,
+    PostgreSQL's xmin: both change when a row is rewritten)."""
+    if cfg.database_url:
+        q = "SELECT xmin::text, image_id, tag, score FROM tags"
+        return {(i, t): (r, s) for r, i, t, s in _pg_query(cfg, q)}
     con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
     try:
         q = "SELECT rowid, image_id, tag, score FROM tags"
@@ -88,6 +102,8 @@ def _rows(cfg) -> dict[tuple[int, str], tuple[int, float]]:
 
 
 def _defs(cfg) -> dict[str, str]:
+    if cfg.database_url:
+        return dict(_pg_query(cfg, "SELECT tag, fingerprint FROM tag_defs"))
     con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
     try:
         return dict(con.execute("SELECT tag, fingerprint FROM tag_defs"))
@@ -103,10 +119,10 @@ def tiny_encoder(tiny_checkpoint, tmp_path_factory):
 
 
 def test_tags_follow_the_index_and_the_vocabulary(
-    tmp_path, coco_images, tiny_checkpoint, tiny_encoder, monkeypatch
+    tmp_path, coco_images, tiny_checkpoint, tiny_encoder, monkeypatch, database
 ):
     photos = copy_images(coco_images[:6], tmp_path / "photos")
-    cfg = _config(tmp_path, tiny_checkpoint, VOCAB)
+    cfg = _config(tmp_path, tiny_checkpoint, VOCAB, database)
     syncs = []
     real_sync = tag_store.sync
 
@@ -141,7 +157,7 @@ def test_tags_follow_the_index_and_the_vocabulary(
     before = _rows(cfg)
     vocab = copy.deepcopy(VOCAB)
     vocab["tags"]["dog"]["prompts"] = ["a puppy"]
-    cfg = _config(tmp_path, tiny_checkpoint, vocab)
+    cfg = _config(tmp_path, tiny_checkpoint, vocab, database)
     enc = TextCounting(tiny_encoder)
     with Library.open(cfg, writer=True, encoder=enc) as lib:
         rep = lib.tag()
@@ -159,7 +175,7 @@ def test_tags_follow_the_index_and_the_vocabulary(
 
     # ... and through `index` (tags.auto): the changed tag is re-scored at the end of the run.
     vocab["tags"]["car"]["prompts"] = ["a car"]
-    cfg = _config(tmp_path, tiny_checkpoint, vocab)
+    cfg = _config(tmp_path, tiny_checkpoint, vocab, database)
     before = _rows(cfg)
     enc = TextCounting(tiny_encoder)
     with Library.open(cfg, writer=True, encoder=enc) as lib:
@@ -173,7 +189,7 @@ def test_tags_follow_the_index_and_the_vocabulary(
 
     # 3. Removing a tag deletes its rows (and its definition).
     del vocab["tags"]["beach"]
-    cfg = _config(tmp_path, tiny_checkpoint, vocab)
+    cfg = _config(tmp_path, tiny_checkpoint, vocab, database)
     with Library.open(cfg, writer=True, encoder=TextCounting(tiny_encoder)) as lib:
         rep = lib.tag()
         assert rep.removed == ["beach"] and rep.texts_encoded == 0
@@ -198,7 +214,7 @@ def test_tags_follow_the_index_and_the_vocabulary(
         assert {"dog", "car"} <= {t for (j, t) in rows if j == i}
 
     # 5. top_n applies when reading (no re-tagging): one standalone tag + the group's winner.
-    capped = _config(tmp_path, tiny_checkpoint, vocab, top_n=1)
+    capped = _config(tmp_path, tiny_checkpoint, vocab, database, top_n=1)
     with Library.open(capped, encoder=enc) as lib:
         per_image = {i: lib.image_tags(i) for i in now_ids}
         assert all(len(v) == 2 for v in per_image.values())
@@ -221,9 +237,9 @@ def test_tags_follow_the_index_and_the_vocabulary(
         )
 
 
-def test_auto_off_leaves_tagging_to_the_tag_command(tmp_path, sample_images):
+def test_auto_off_leaves_tagging_to_the_tag_command(tmp_path, sample_images, database):
     copy_images(sample_images[:3], tmp_path / "photos")
-    cfg = _config(tmp_path, None, VOCAB, auto=False)
+    cfg = _config(tmp_path, None, VOCAB, database, auto=False)
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
         lib.index(progress=False)
         assert lib.tag_counts() == {}
@@ -253,7 +269,12 @@ def _make_v1(cfg) -> None:
     con.commit()
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     con.close()
-    v1 = {t.name for t in db.Base.metadata.sorted_tables} - {"tags", "tag_defs", "concepts", "albums"}
+    v1 = {t.name for t in db.Base.metadata.sorted_tables} - {
+        "tags",
+        "tag_defs",
+        "concepts",
+        "albums",
+    }
     assert names - {"sqlite_sequence"} == v1
 
 
@@ -267,7 +288,10 @@ def test_v1_index_migrates_to_v2_for_writers(tmp_path, sample_images):
     with pytest.raises(db.SchemaError, match="schema 1; run `clipsearch index` to migrate"):
         Library.open(cfg, encoder=HashEncoder())
     proc = run_cli(["tags"], cfg.source)
-    assert proc.returncode == 1 and f"run `clipsearch index` to migrate it to {db.SCHEMA_VERSION}" in proc.stderr
+    assert (
+        proc.returncode == 1
+        and f"run `clipsearch index` to migrate it to {db.SCHEMA_VERSION}" in proc.stderr
+    )
     # the writer migrates in place and tags what was indexed before
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
         assert lib.index(progress=False).unchanged == 3
@@ -285,10 +309,10 @@ def test_v1_index_migrates_to_v2_for_writers(tmp_path, sample_images):
         assert lib.status()["indexed"] == 3 and lib.tag_counts()["beach"] == 3
 
 
-def test_ids_match_numpy(tmp_path, sample_images):
+def test_ids_match_numpy(tmp_path, sample_images, database):
     """ids_with_tags is an AND over tags, ascending ids (np.int64)."""
     copy_images(sample_images[:2], tmp_path / "photos")
-    cfg = _config(tmp_path, None, VOCAB)
+    cfg = _config(tmp_path, None, VOCAB, database)
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
         lib.index(progress=False)
         got = lib.ids_with_tags(["dog", "car", "nope"])

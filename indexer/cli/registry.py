@@ -33,6 +33,7 @@ CORE_MODULES: tuple[str, ...] = (
     "indexer.cli.concepts",
     "indexer.cli.albums",
     "indexer.cli.doctor",
+    "indexer.cli.migrate",
 )
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
@@ -80,13 +81,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from indexer.learn.service import ConceptError
     from indexer.search.albums import AlbumError
     from indexer.search.engine import QueryError
-    from indexer.store import IndexBusyError, IndexMissingError, ModelMismatchError, SchemaError
+    from indexer.store import IndexBusyError, IndexMissingError, StoreError
     from indexer.watch.mailbox import RequestError
 
+    # StoreError: also ModelMismatchError, SchemaError and an unreachable database (its
+    # messages never carry a password)
     return (UserError, ConfigError, RootMissingError, PathOutsideRootsError, FileNotFoundError,
-            ModelMismatchError, EncoderUnavailableError, IndexMissingError, IndexBusyError,
-            QueryError, SchemaError, PermissionError, NotADirectoryError,
-            ConceptError, AlbumError, RequestError)  # fmt: skip
+            StoreError, EncoderUnavailableError, IndexMissingError, IndexBusyError,
+            QueryError, PermissionError, NotADirectoryError, ConceptError, AlbumError,
+            RequestError)  # fmt: skip
 
 
 def printable(path: str) -> str:

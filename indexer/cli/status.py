@@ -24,15 +24,19 @@ def _cmd_status(args: argparse.Namespace, cfg: Config) -> int:
         dump(doc)
         return 0
     m = doc["model"]
-    print(f"index:    {doc['index_dir']} ({doc['version']})")
+    print(f"index:    {doc.get('database') or doc['index_dir']} ({doc['version']})")
     print(
         f"model:    {m['name']} (sha256 {str(m['checkpoint_sha256'])[:12]}, dim {m['embed_dim']})"
     )
     for line in fast_path_lines(doc.get("fast_paths")):
         print(f"{line[0] + ':':<9} {line[1]}")
     print(f"images:   {doc['indexed']} indexed, {doc['errors']} errors, {doc['images']} files")
-    print(f"vectors:  {doc['vectors']} in SQLite, {doc['faiss']['count']} in FAISS "
-          f"({doc['faiss']['kind']}), generation {doc['generation']}")  # fmt: skip
+    if doc.get("database"):  # PostgreSQL: the vectors table is the index
+        print(f"vectors:  {doc['vectors']} in PostgreSQL ({doc['faiss']['kind']} search), "
+              f"generation {doc['generation']}")  # fmt: skip
+    else:
+        print(f"vectors:  {doc['vectors']} in SQLite, {doc['faiss']['count']} in FAISS "
+              f"({doc['faiss']['kind']}), generation {doc['generation']}")  # fmt: skip
     for r in doc["roots"]:
         print(f"root:     {printable(r['path'])} ({r['indexed']} indexed)")
     offline = [r["path"] for r in doc["roots"] if not r.get("online", True)]

@@ -134,6 +134,7 @@ class Indexer:
     # True ends the run after the current model batch (committed; the sweep is left for the
     # next run), and sets ``stopped``.
     skip_missing_roots: bool = False
+    sweep_unconfigured: bool = True
     # JPEG draft decoding (index.jpeg_draft), unless its self-check refused it
     # (indexer.ingest.fastpaths; set by the Library)
     jpeg_draft: bool = True
@@ -209,9 +210,10 @@ class Indexer:
         rep = IndexReport(scanned=len(found.entries), unlisted_folders=found.unlisted)
         prefixes = [os.fsencode(s) for s, _ in targets]
         unlisted = [os.fsencode(u) for u in found.unlisted]
-        # A full run also sweeps rows of roots no longer configured; a partial run only its paths.
-        in_targets = _under_any(prefixes)
-        rows = {r[1]: r for r in self.store.rows_for_scan() if not paths or in_targets(r[1])}
+        # A full run also sweeps rows of roots no longer configured (not in a shared store:
+        # other machines' roots); a partial run only its paths.
+        in_targets, everything = _under_any(prefixes), not paths and self.sweep_unconfigured
+        rows = {r[1]: r for r in self.store.rows_for_scan() if everything or in_targets(r[1])}
         self._known: dict[str, list[int]] = {}
         changes, work = Changes.empty(), []
         for e in found.entries:

@@ -3,8 +3,9 @@
 An :class:`IndexStore` holds one index version: image records, one L2-normalised float32
 vector per successfully encoded image, tags scored on those vectors, and metadata (the model,
 the generation). Backends implement the abstract primitives; the helpers below them are derived
-once here. :class:`indexer.store.sqlite.SqliteStore` is SQLite + a FAISS file; a PostgreSQL +
-pgvector backend would be one more subclass (vectors searched in the database, no FAISS file).
+once here. :class:`indexer.store.sqlite.SqliteStore` is SQLite + a FAISS file;
+:class:`indexer.store.postgres.PgStore` is PostgreSQL + pgvector (vectors searched in the
+database, no derived file).
 
 Contract (every backend):
 
@@ -23,8 +24,10 @@ Contract (every backend):
   it have not been scored by the concepts yet. Zero-shot tag writes never touch concept rows.
 * **Albums.** Smart albums are saved searches (:class:`~indexer.store.records.Album`), stored
   by name; the store keeps their definition only (results are searched when read).
-* **Writers.** At most one writer per index (``writer=True``; the caller holds the writer lock);
-  any number of readers, in other processes too, see only committed generations.
+* **Writers.** At most one writer per index (``writer=True``; the caller holds the writer lock
+  of its :class:`~indexer.store.location.StoreLocation`; PostgreSQL: one per library root, so
+  several at once); any number of readers, in other processes too, see only committed
+  generations.
 * **Threads.** Reads may come from several threads (each opens its own connection; searching
   an unchanging vector index is thread-safe); :meth:`refresh`, writes and :meth:`close` are
   serialised by the caller (the Library's lock). Returned records and arrays are the caller's

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -102,6 +104,28 @@ class Concept:
     created: float = 0.0
     updated: float = 0.0
     center: np.ndarray | None = None
+
+
+def concept_row(c: Concept) -> dict[str, Any]:
+    """The column values of a ``concepts`` row (every backend stores the same columns)."""
+    return {
+        "name": c.name,
+        "positives": json.dumps([int(i) for i in c.positives]),
+        "negatives": json.dumps([int(i) for i in c.negatives]),
+        "hint": c.hint,
+        "weights": np.ascontiguousarray(c.weights, dtype="<f4").tobytes(),
+        "bias": float(c.bias), "threshold": float(c.threshold), "model": c.model,
+        "stats": json.dumps(c.stats), "created": float(c.created), "updated": float(c.updated),
+        "center": None if c.center is None else np.ascontiguousarray(c.center, "<f4").tobytes(),
+    }  # fmt: skip
+
+
+def concept_from_row(r: Any) -> Concept:  # noqa: ANN401 - a database row of concept_row's columns
+    """The :class:`Concept` of a ``concepts`` row."""
+    return Concept(r.name, json.loads(r.positives), json.loads(r.negatives),
+                   np.frombuffer(r.weights, dtype="<f4").astype(np.float32), float(r.bias),
+                   float(r.threshold), r.hint, r.model, json.loads(r.stats), r.created, r.updated,
+                   None if r.center is None else np.frombuffer(r.center, "<f4").astype(np.float32))  # fmt: skip
 
 
 @dataclass

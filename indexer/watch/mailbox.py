@@ -42,16 +42,33 @@ class RequestError(ValueError):
 
 
 def watch_pid(index_dir: str | os.PathLike) -> int | None:
-    """The pid of the ``watch`` daemon holding this index's writer lock, None if none runs."""
+    """The pid of the ``watch`` daemon holding this index's writer lock, None if none runs.
+
+    SQLite's lock file names its holder; a PostgreSQL index has no lock file (its lock is the
+    server's), so there the daemon's status file names it, if that process is alive.
+    """
     index_dir = Path(index_dir)
     doc = read_status(index_dir)
+    if not doc or doc.get("state") in (None, "stopped") or not str(doc.get("pid")).isdigit():
+        return None
+    pid = int(doc["pid"])
     try:
         lock_pid = (index_dir / "writer.lock").read_text().strip()
+    except FileNotFoundError:
+        return pid if _alive(pid) else None
     except OSError:
         return None
-    if not doc or doc.get("state") in (None, "stopped") or str(doc.get("pid")) != lock_pid:
-        return None
-    return int(lock_pid) if lock_pid.isdigit() else None
+    return pid if lock_pid == str(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_json(path: Path, doc: dict) -> None:

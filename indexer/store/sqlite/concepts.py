@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-import numpy as np
 from sqlalchemy import Connection, delete, select
 
-from indexer.store.records import Album, Concept
+from indexer.store.records import Album, Concept, concept_from_row, concept_row
 from indexer.store.sqlite import schema as db
 from indexer.store.sqlite.queries import chunks
 from indexer.store.sqlite.schema import AlbumRow, ConceptRow, MetaRow, TagRow
@@ -23,13 +22,7 @@ CONCEPTS_GEN_KEY = "concepts_gen"
 
 def read_concepts(conn: Connection) -> list[Concept]:
     rows = conn.execute(select(ConceptRow.__table__).order_by(ConceptRow.name)).all()
-    return [
-        Concept(r.name, json.loads(r.positives), json.loads(r.negatives),
-                np.frombuffer(r.weights, dtype="<f4").astype(np.float32), float(r.bias),
-                float(r.threshold), r.hint, r.model, json.loads(r.stats), r.created, r.updated,
-                None if r.center is None else np.frombuffer(r.center, "<f4").astype(np.float32))
-        for r in rows
-    ]  # fmt: skip
+    return [concept_from_row(r) for r in rows]
 
 
 def concept_names():  # noqa: ANN201 - a SQLAlchemy subquery
@@ -38,17 +31,8 @@ def concept_names():  # noqa: ANN201 - a SQLAlchemy subquery
 
 
 def put_concept(conn: Connection, c: Concept) -> None:
-    values = {
-        "positives": json.dumps([int(i) for i in c.positives]),
-        "negatives": json.dumps([int(i) for i in c.negatives]),
-        "hint": c.hint,
-        "weights": np.ascontiguousarray(c.weights, dtype="<f4").tobytes(),
-        "bias": float(c.bias), "threshold": float(c.threshold), "model": c.model,
-        "stats": json.dumps(c.stats), "created": float(c.created), "updated": float(c.updated),
-        "center": None if c.center is None else np.ascontiguousarray(c.center, "<f4").tobytes(),
-    }  # fmt: skip
     conn.execute(delete(ConceptRow).where(ConceptRow.name == c.name))
-    conn.execute(ConceptRow.__table__.insert().values(name=c.name, **values))
+    conn.execute(ConceptRow.__table__.insert().values(**concept_row(c)))
 
 
 def drop_concept(conn: Connection, name: str) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from indexer.store.sqlite.schema import VECTOR_DTYPE
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -83,6 +85,12 @@ def version_dir(index_dir: Path) -> Path:
     return index_dir / (index_dir / "CURRENT").read_text().strip()
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    """A stored vector as the store reads it back (float32, renormalised)."""
+    v = v.astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
 def sqlite_state(index_dir: Path) -> dict:
     """{"ok": {path: id}, "errors": {path: reason}, "vector_ids": sorted ids, "vectors": {id: arr}}."""
     con = sqlite3.connect(version_dir(index_dir) / "index.sqlite")
@@ -94,7 +102,7 @@ def sqlite_state(index_dir: Path) -> dict:
                 ok[path] = i
             else:
                 errors[path] = err
-        vecs = {i: np.frombuffer(b, dtype="<f4").copy() for i, b in con.execute(
+        vecs = {i: _unit(np.frombuffer(b, dtype=VECTOR_DTYPE)) for i, b in con.execute(
             "SELECT image_id, vector FROM vectors")}  # fmt: skip
     finally:
         con.close()
@@ -128,3 +136,13 @@ class CountingEncoder:
 
     def encode_texts(self, texts):
         return self.inner.encode_texts(texts)
+
+
+def float32_vectors(con: sqlite3.Connection) -> dict[int, bytes]:
+    """Rewrite the vector rows as schemas 1-4 stored them (float32 blobs); returns them by id
+    (for tests that turn an index into an older schema's file)."""
+    old = {}
+    for i, blob in con.execute("SELECT image_id, vector FROM vectors").fetchall():
+        old[i] = _unit(np.frombuffer(blob, dtype=VECTOR_DTYPE)).astype("<f4").tobytes()
+        con.execute("UPDATE vectors SET vector = ? WHERE image_id = ?", (old[i], i))
+    return old

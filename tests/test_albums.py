@@ -104,7 +104,7 @@ def test_albums_cli(env):
     assert run_cli(["albums", "delete", "mix"], cfg_path).returncode == 0
     assert [a["name"] for a in run_json(["albums", "list"], cfg_path)["albums"]] == ["x"]
     con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
-    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == 4
+    assert con.execute("SELECT version FROM schema_version").fetchone()[0] >= 4  # albums came with 4
     assert [r[0] for r in con.execute("SELECT name FROM albums")] == ["x"]
     con.close()
     shutil.rmtree(tmp / "idx")  # no index: a clear error

@@ -207,7 +207,7 @@ def test_cli_concepts(lib_env):
 def test_schema_2_index_migrates_to_concepts_and_albums(tmp_path, sample_images):
     from indexer.embed.encoder import HashEncoder
 
-    from .indexer_helpers import copy_images
+    from .indexer_helpers import copy_images, float32_vectors
 
     copy_images(sample_images[:4], tmp_path / "photos")
     cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx",
@@ -217,17 +217,18 @@ def test_schema_2_index_migrates_to_concepts_and_albums(tmp_path, sample_images)
     con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
     con.execute("DROP TABLE concepts")
     con.execute("DROP TABLE albums")
+    float32_vectors(con)  # as schema 2 stored them
     con.execute("UPDATE schema_version SET version = 2")
     con.commit()
     con.close()
-    with pytest.raises(db.SchemaError, match="schema 2; run `clipsearch index` to migrate it to 4"):
+    with pytest.raises(db.SchemaError, match=f"schema 2; run `clipsearch index` to migrate it to {db.SCHEMA_VERSION}"):
         Library.open(cfg, encoder=HashEncoder())
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
         assert lib.concepts.list() == []
         lib.concepts.teach("four", list(range(1, 4)))
         assert lib.tag_counts()["dog"] == 4
     con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
-    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == 4
+    assert con.execute("SELECT version FROM schema_version").fetchone()[0] == db.SCHEMA_VERSION
     assert [r[0] for r in con.execute("SELECT name FROM concepts")] == ["four"]
     assert con.execute("SELECT COUNT(*) FROM albums").fetchone()[0] == 0
     con.close()

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, func, select
 
 from indexer.store.records import STATUS_ERROR, STATUS_OK, Record
-from indexer.store.sqlite.schema import ImageRow, VectorRow, translated_errors
+from indexer.store.sqlite.schema import VECTOR_DTYPE, ImageRow, VectorRow, translated_errors
 
 CHUNK = 500  # SQLite host parameters per IN (...) query
 _IMAGES = ImageRow.__table__
@@ -26,11 +26,19 @@ def chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
         yield seq[i : i + n]
 
 
+def encode_vector(vec: np.ndarray) -> bytes:
+    """The stored blob of one vector (:data:`~indexer.store.sqlite.schema.VECTOR_DTYPE`)."""
+    return np.ascontiguousarray(vec, dtype=VECTOR_DTYPE).tobytes()
+
+
 def decode_rows(rows: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, (n, D) float32) of ``(image_id, vector blob)`` rows."""
+    """(ids, (n, D) float32 unit rows) of ``(image_id, vector blob)`` rows (the stored float16
+    rounding moves norms by ~1e-4: renormalised, so scores are cosines to float32 precision)."""
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
-    return ids, vecs.astype(np.float32)
+    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=VECTOR_DTYPE).reshape(len(rows), -1)
+    vecs = vecs.astype(np.float32)
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    return ids, vecs
 
 
 def vector_pages(

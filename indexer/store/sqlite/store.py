@@ -23,7 +23,7 @@ from indexer.store.base import IndexStore
 from indexer.store.errors import IndexMissingError
 from indexer.store.records import Changes, VectorState
 from indexer.store.sqlite import schema as db
-from indexer.store.sqlite.queries import chunks, decode_rows
+from indexer.store.sqlite.queries import chunks, decode_rows, encode_vector
 from indexer.store.sqlite.schema import ImageRow, MetaRow, TagRow, TombstoneRow, VectorRow
 from indexer.store.sqlite.tags import SqliteTags
 from indexer.store.vectors.checks import normalize
@@ -34,10 +34,6 @@ from indexer.types import ModelIdentity
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
 _REPLAY_CHUNK = 20_000  # vectors read from SQLite at a time when replaying
-
-
-def _blob(vec: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vec, dtype="<f4").tobytes()
 
 
 def _pruned(conn: Connection) -> int:
@@ -237,7 +233,7 @@ class SqliteStore(SqliteTags, IndexStore):
         added_ids: list[int] = []
         added_vecs: list[np.ndarray] = []
         removed: list[int] = []
-        pending: dict[int, np.ndarray] = {}  # new vectors, written together after the rows
+        pending: dict[int, bytes] = {}  # new vector blobs, written together after the rows
         # Statements built once and executed with each row's parameters: SQLAlchemy compiles
         # them once per set of columns (a statement built per row cost ~1 ms a row).
         images = ImageRow.__table__
@@ -256,17 +252,20 @@ class SqliteStore(SqliteTags, IndexStore):
                 else:
                     conn.execute(set_row, {**up, "row_id": row_id})
                 ids_by_path[up["path"]] = row_id
-                if copy_from is not None:
-                    vec = pending.get(copy_from)
-                    found = [vec] if vec is not None else self.vectors([copy_from], conn=conn)[1]
-                    if not len(found):
+                if copy_from is not None:  # the stored blob is copied bit for bit
+                    blob = pending.get(copy_from) or conn.execute(
+                        select(VectorRow.vector).where(VectorRow.image_id == copy_from)
+                    ).scalar()
+                    if blob is None:
                         raise RuntimeError(f"cannot copy the vector of image {copy_from}: none")
-                    vec = found[0]
-                if vec is not None:
+                elif vec is not None:
                     vec = normalize(np.asarray(vec, dtype=np.float32).reshape(1, -1))[0]
-                    pending[row_id] = vec
+                    blob = encode_vector(vec)
+                if copy_from is not None or vec is not None:
+                    pending[row_id] = blob
                     added_ids.append(row_id)
-                    added_vecs.append(vec)
+                    # FAISS gets the stored (rounded) vector: what a replay would give it
+                    added_vecs.append(decode_rows([(row_id, blob)])[1][0])
                 else:
                     pending.pop(row_id, None)
                     if self._drop_vectors(conn, [row_id], gen):
@@ -295,14 +294,14 @@ class SqliteStore(SqliteTags, IndexStore):
             self._dirty = True
         return ids_by_path
 
-    def _put_vectors(self, conn: Connection, vectors: dict[int, np.ndarray], gen: int) -> None:
+    def _put_vectors(self, conn: Connection, vectors: dict[int, bytes], gen: int) -> None:
         """Store each image's new vector (replacing its old one, and the tags scored on it)."""
         if not vectors:
             return
         for part in chunks(list(vectors)):
             for table in (VectorRow, TagRow, TombstoneRow):
                 conn.execute(delete(table).where(table.image_id.in_(part)))
-        rows = [{"image_id": i, "gen": gen, "vector": _blob(v)} for i, v in vectors.items()]
+        rows = [{"image_id": i, "gen": gen, "vector": b} for i, b in vectors.items()]
         conn.execute(insert(VectorRow), rows)
 
     def _drop_vectors(self, conn: Connection, ids: list[int], gen: int) -> list[int]:

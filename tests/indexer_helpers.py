@@ -138,9 +138,15 @@ class CountingEncoder:
         return self.inner.encode_texts(texts)
 
 
-def float32_vectors(con: sqlite3.Connection) -> dict[int, bytes]:
-    """Rewrite the vector rows as schemas 1-4 stored them (float32 blobs); returns them by id
-    (for tests that turn an index into an older schema's file)."""
+def as_schema_4(con: sqlite3.Connection) -> dict[int, bytes]:
+    """Turn a current index into what schema 4 wrote: float32 vector blobs, no counter tables
+    or triggers (schema 5), version 4; returns the float32 blobs by id. Tests that fake an
+    older schema remove that schema's later tables on top."""
+    for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        con.execute(f"DROP TRIGGER {name}")
+    con.execute("DROP TABLE image_counts")
+    con.execute("DROP TABLE counters")
+    con.execute("UPDATE schema_version SET version = 4")
     old = {}
     for i, blob in con.execute("SELECT image_id, vector FROM vectors").fetchall():
         old[i] = _unit(np.frombuffer(blob, dtype=VECTOR_DTYPE)).astype("<f4").tobytes()

@@ -207,7 +207,7 @@ def test_cli_concepts(lib_env):
 def test_schema_2_index_migrates_to_concepts_and_albums(tmp_path, sample_images):
     from indexer.embed.encoder import HashEncoder
 
-    from .indexer_helpers import copy_images, float32_vectors
+    from .indexer_helpers import as_schema_4, copy_images
 
     copy_images(sample_images[:4], tmp_path / "photos")
     cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx",
@@ -217,7 +217,7 @@ def test_schema_2_index_migrates_to_concepts_and_albums(tmp_path, sample_images)
     con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
     con.execute("DROP TABLE concepts")
     con.execute("DROP TABLE albums")
-    float32_vectors(con)  # as schema 2 stored them
+    as_schema_4(con)  # then the tables of schemas 3-4 go
     con.execute("UPDATE schema_version SET version = 2")
     con.commit()
     con.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import numpy as np
@@ -12,14 +13,13 @@ from indexer.embed.encoder import HashEncoder
 from indexer.library import Library
 from indexer.store.sqlite import schema as db
 
-from .indexer_helpers import copy_images, faiss_ids, float32_vectors, version_dir, write_config
+from .indexer_helpers import as_schema_4, copy_images, faiss_ids, version_dir, write_config
 
 
 def _as_schema_4(path) -> dict[int, bytes]:
     """Rewrite a schema 5 file as schema 4 wrote it (float32 blobs, version 4)."""
     con = sqlite3.connect(path)
-    old = float32_vectors(con)
-    con.execute("UPDATE schema_version SET version = 4")
+    old = as_schema_4(con)
     con.commit()
     con.close()
     return old
@@ -65,3 +65,42 @@ def test_schema_4_file_migrates_to_float16_and_shrinks(tmp_path, sample_images):
     assert faiss_ids(cfg.index_dir) == sorted(old)  # FAISS kept in step (derived, same ids)
     with Library.open(cfg, encoder=HashEncoder()) as lib:  # readers open the migrated file
         assert lib.status()["indexed"] == 4
+
+
+def test_trigger_counters_match_the_rows(tmp_path, sample_images):
+    """counts() and roots() read trigger-kept counters; they equal a scan of the rows through
+    adds, a bad file, a move between roots, a deleted file and a swept root."""
+    photos = copy_images(sample_images[:5], tmp_path / "a")
+    copy_images(sample_images[5:7], tmp_path / "b")
+    cfg_path = write_config(tmp_path / "c.yaml", [tmp_path / "a", tmp_path / "b"], tmp_path / "idx")
+    cfg = load_config(cfg_path)
+
+    def truth() -> tuple[dict, dict]:
+        con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
+        by = dict(con.execute("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall())
+        roots = dict(con.execute("SELECT root, COUNT(*) FROM images WHERE status = 'ok' "
+                                 "GROUP BY root").fetchall())  # fmt: skip
+        vectors = con.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        con.close()
+        counts = {"images": sum(by.values()), "ok": by.get("ok", 0),
+                  "errors": by.get("error", 0), "vectors": vectors}  # fmt: skip
+        return counts, {os.fsdecode(r): n for r, n in roots.items()}
+
+    def check(lib) -> dict:
+        counts, roots = truth()
+        assert lib.store.counts() == counts and lib.store.roots() == roots
+        return counts
+
+    with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
+        lib.index(progress=False)
+        assert check(lib) == {"images": 7, "ok": 7, "errors": 0, "vectors": 7}
+        photos[0].write_bytes(b"not a photo")  # ok -> error (loses its vector)
+        photos[1].rename(tmp_path / "b" / photos[1].name)  # a move to another root
+        photos[2].unlink()
+        lib.index(progress=False)
+        assert check(lib) == {"images": 6, "ok": 5, "errors": 1, "vectors": 5}
+    cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "b"], tmp_path / "idx"))
+    with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:
+        lib.index(progress=False)  # root a is no longer configured: its rows are swept
+        assert check(lib) == {"images": 3, "ok": 3, "errors": 0, "vectors": 3}
+        assert list(lib.store.roots()) == [str(tmp_path / "b")]

@@ -14,7 +14,14 @@ import numpy as np
 from sqlalchemy import Connection, Engine, func, select
 
 from indexer.store.records import STATUS_ERROR, STATUS_OK, Record
-from indexer.store.sqlite.schema import VECTOR_DTYPE, ImageRow, VectorRow, translated_errors
+from indexer.store.sqlite.schema import (
+    VECTOR_DTYPE,
+    ImageCountRow,
+    ImageRow,
+    VectorRow,
+    translated_errors,
+    vector_count,
+)
 
 CHUNK = 500  # SQLite host parameters per IN (...) query
 _IMAGES = ImageRow.__table__
@@ -153,11 +160,11 @@ class StoreQueries:
             return np.asarray(conn.execute(q).scalars().all(), dtype=np.int64)
 
     def counts(self) -> dict[str, int]:
+        """From the trigger-kept counters (schema 5): no scan of the image or vector rows."""
+        q = select(ImageCountRow.status, func.sum(ImageCountRow.n)).group_by(ImageCountRow.status)
         with self._connect() as conn:
-            by_status = dict(
-                conn.execute(select(ImageRow.status, func.count()).group_by(ImageRow.status)).all()
-            )
-            vectors = conn.execute(select(func.count(VectorRow.image_id))).scalar() or 0
+            by_status = {s: int(n) for s, n in conn.execute(q).all()}
+            vectors = vector_count(conn)
         return {
             "images": sum(by_status.values()),
             "ok": by_status.get(STATUS_OK, 0),
@@ -173,7 +180,9 @@ class StoreQueries:
             return [Record.from_row(r) for r in conn.execute(q)]
 
     def roots(self) -> dict[str, int]:
-        """Indexed image count per root."""
-        q = select(ImageRow.root, func.count()).where(ImageRow.status == STATUS_OK)
+        """Indexed image count per root (from the counters: no scan)."""
+        q = select(ImageCountRow.root, ImageCountRow.n).where(
+            ImageCountRow.status == STATUS_OK, ImageCountRow.n > 0
+        )
         with self._connect() as conn:
-            return {os.fsdecode(r): n for r, n in conn.execute(q.group_by(ImageRow.root))}
+            return {os.fsdecode(r): int(n) for r, n in conn.execute(q)}

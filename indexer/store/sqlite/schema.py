@@ -150,14 +150,50 @@ class AlbumRow(Base):
     updated: Mapped[float] = mapped_column(Float, nullable=False)
 
 
+class ImageCountRow(Base):
+    """Image rows per (root, status) (schema 5), kept by triggers in every transaction that
+    writes ``images``, so ``status`` reads counts without scanning a million rows."""
+
+    __tablename__ = "image_counts"
+    root: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    status: Mapped[str] = mapped_column(String(8), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class CounterRow(Base):
+    """Named counters kept by triggers (schema 5): ``vectors``, the rows of ``vectors``."""
+
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+_COUNT_ADD = (
+    "INSERT INTO image_counts(root, status, n) VALUES (NEW.root, NEW.status, 1) "
+    "ON CONFLICT(root, status) DO UPDATE SET n = n + 1;"
+)
+_COUNT_SUB = "UPDATE image_counts SET n = n - 1 WHERE root = OLD.root AND status = OLD.status;"
+_VEC = "INSERT INTO counters(name, n) VALUES ('vectors', {d}) ON CONFLICT(name) DO UPDATE SET n = n + {d};"
+_TRIGGERS = {
+    "images_count_insert": f"AFTER INSERT ON images BEGIN {_COUNT_ADD} END",
+    "images_count_delete": f"AFTER DELETE ON images BEGIN {_COUNT_SUB} END",
+    "images_count_update": "AFTER UPDATE OF root, status ON images WHEN OLD.root IS NOT NEW.root "
+    f"OR OLD.status IS NOT NEW.status BEGIN {_COUNT_SUB} {_COUNT_ADD} END",
+    "vectors_count_insert": f"AFTER INSERT ON vectors BEGIN {_VEC.format(d=1)} END",
+    "vectors_count_delete": f"AFTER DELETE ON vectors BEGIN {_VEC.format(d=-1)} END",
+}
+
+
 Index("ix_vectors_gen", VectorRow.gen)
 Index("ix_tombstones_gen", TombstoneRow.gen)
 Index("ix_images_status", ImageRow.status)
 Index("ix_tags_tag", TagRow.tag)
 
 _TAG_TABLES = (TagRow.__tablename__, TagDefRow.__tablename__)
-# added by migrations 2, 3, 4
-_LATER_TABLES = (*_TAG_TABLES, ConceptRow.__tablename__, AlbumRow.__tablename__)
+_COUNT_TABLES = (ImageCountRow.__table__, CounterRow.__table__)
+# added by migrations 2, 3, 4, 5
+_LATER_TABLES = (*_TAG_TABLES, ConceptRow.__tablename__, AlbumRow.__tablename__,
+                 *(t.name for t in _COUNT_TABLES))  # fmt: skip
 
 
 def _v1(conn: Connection) -> None:
@@ -184,7 +220,18 @@ def _v4(conn: Connection) -> None:
 
 
 def _v5(conn: Connection) -> None:
-    """Schema 5: vectors stored as float16 (were float32), converted in pages of rows."""
+    """Schema 5: vectors stored as float16 (were float32), converted in pages of rows; the
+    counters (``image_counts``, ``counters``), filled once and kept by triggers from then on."""
+    Base.metadata.create_all(conn, tables=list(_COUNT_TABLES))
+    conn.exec_driver_sql(
+        "INSERT INTO image_counts(root, status, n) "
+        "SELECT root, status, COUNT(*) FROM images GROUP BY root, status"
+    )
+    conn.exec_driver_sql(
+        "INSERT INTO counters(name, n) SELECT 'vectors', COUNT(*) FROM vectors"
+    )
+    for name, body in _TRIGGERS.items():
+        conn.exec_driver_sql(f"CREATE TRIGGER {name} {body}")
     last = -1
     while True:
         rows = conn.exec_driver_sql(
@@ -287,6 +334,12 @@ def set_meta(conn: Connection, **values: object) -> None:
             ),
             {"k": key, "v": str(value)},
         )
+
+
+def vector_count(conn: Connection) -> int:
+    """Rows of ``vectors`` (a trigger-kept counter: no scan)."""
+    value = conn.execute(select(CounterRow.n).where(CounterRow.name == "vectors")).scalar()
+    return int(value or 0)
 
 
 def get_generation(conn: Connection) -> int:

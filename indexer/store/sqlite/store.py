@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from indexer.store.base import IndexStore
 from indexer.store.errors import IndexMissingError
@@ -27,6 +27,7 @@ from indexer.store.sqlite.queries import chunks, decode_rows, encode_vector
 from indexer.store.sqlite.schema import ImageRow, MetaRow, TagRow, TombstoneRow, VectorRow
 from indexer.store.sqlite.tags import SqliteTags
 from indexer.store.vectors.checks import normalize
+from indexer.store.vectors.file import read_header
 from indexer.store.vectors.index import VectorIndex, choose_kind
 from indexer.store.versions import file_signature
 from indexer.types import ModelIdentity
@@ -280,9 +281,7 @@ class SqliteStore(SqliteTags, IndexStore):
                     removed += self._drop_vectors(conn, list(part), gen)
                     conn.execute(delete(TagRow).where(TagRow.image_id.in_(part)))
                     conn.execute(delete(ImageRow).where(ImageRow.id.in_(part)))
-            db.set_meta(
-                conn, vector_count=conn.execute(select(func.count(VectorRow.image_id))).scalar()
-            )
+            db.set_meta(conn, vector_count=db.vector_count(conn))
         if self.index is None and added_vecs:
             self.index = VectorIndex.create(len(added_vecs[0]), "flat")
         if self.index is not None:
@@ -329,6 +328,21 @@ class SqliteStore(SqliteTags, IndexStore):
         if self.index is None:
             return VectorState(None, 0, self.index_gen)
         return VectorState(self.index.kind, len(self.index), self.index_gen)
+
+    def vector_summary(self) -> VectorState:
+        """Without loading FAISS when it is not loaded yet: a refresh makes its ids those of
+        the SQLite vectors (the store's invariant), so the count is SQLite's (a counter row)
+        and the kind the saved file's (its header)."""
+        if self.index is None:
+            try:
+                kind = str(read_header(self.faiss_path)["kind"])
+            except (OSError, ValueError, KeyError):
+                kind = None
+            if kind is not None:
+                with self._connect() as conn:
+                    return VectorState(kind, db.vector_count(conn), db.get_generation(conn))
+        self.refresh()
+        return self.vector_state()
 
     def search_vectors(
         self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None

@@ -53,14 +53,16 @@ def vector_pages(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, (n, D) float32) of stored vectors with ``lo < gen <= hi``, by id (keyset pages,
     so no cursor stays open while the caller writes)."""
+    where = ["image_id > ?"]
+    if lo is not None:
+        where.append(f"gen > {int(lo)}")
+    if hi is not None:
+        where.append(f"gen <= {int(hi)}")
+    sql = (f"SELECT image_id, vector FROM vectors WHERE {' AND '.join(where)} "
+           "ORDER BY image_id LIMIT ?")  # fmt: skip
     last = -1
-    while True:
-        q = select(VectorRow.image_id, VectorRow.vector).where(VectorRow.image_id > last)
-        if lo is not None:
-            q = q.where(VectorRow.gen > lo)
-        if hi is not None:
-            q = q.where(VectorRow.gen <= hi)
-        rows = conn.execute(q.order_by(VectorRow.image_id).limit(size)).all()
+    while True:  # driver-level rows: the ORM's row objects cost more than the decoding
+        rows = conn.exec_driver_sql(sql, (last, int(size))).all()
         if not rows:
             return
         ids, vecs = decode_rows(rows)

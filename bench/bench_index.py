@@ -89,13 +89,16 @@ def stored_vectors(config: Path, paths: list[Path]) -> np.ndarray:
     version = (index_dir / "CURRENT").read_text().strip()
     con = sqlite3.connect(index_dir / version / "index.sqlite")
     try:
+        (dim,) = con.execute("SELECT value FROM meta WHERE key = 'embed_dim'").fetchone()
         vecs = []
         for p in paths:
             (blob,) = con.execute(
                 "SELECT v.vector FROM images i JOIN vectors v ON v.image_id = i.id "
                 "WHERE i.path = ?", (os.fsencode(os.path.abspath(p)),),
             ).fetchone()  # fmt: skip
-            vecs.append(np.frombuffer(blob, dtype="<f4"))
+            # float16 since schema 6, float32 before (a --baseline checkout may be older)
+            dtype = "<f2" if len(blob) == 2 * int(dim) else "<f4"
+            vecs.append(np.frombuffer(blob, dtype=dtype).astype(np.float32))
     finally:
         con.close()
     return np.stack(vecs)

@@ -35,6 +35,7 @@ DIM = 512
 
 def build_store(path: Path, vectors: np.ndarray):  # noqa: ANN201 - an IndexStore
     from indexer.store import open_store
+    from indexer.store.sqlite.schema import VECTOR_DTYPE
     from indexer.types import ModelIdentity
 
     store = open_store(path, writer=True)
@@ -51,7 +52,8 @@ def build_store(path: Path, vectors: np.ndarray):  # noqa: ANN201 - an IndexStor
                   None, 0.0) for i in ids],
             )  # fmt: skip
             conn.exec_driver_sql("INSERT INTO vectors (image_id, gen, vector) VALUES (?, 1, ?)",
-                                 [(i + 1, vectors[i].astype("<f4").tobytes()) for i in ids])  # fmt: skip
+                                 [(i + 1, vectors[i].astype(VECTOR_DTYPE).tobytes())
+                                  for i in ids])  # fmt: skip
         conn.exec_driver_sql("INSERT INTO meta(key, value) VALUES ('generation', '1') "
                              "ON CONFLICT(key) DO UPDATE SET value = excluded.value")  # fmt: skip
     store.close()

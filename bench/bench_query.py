@@ -66,6 +66,7 @@ def write_config(work: Path, weights: Path) -> Path:
 def build(config: Path, vectors: np.ndarray) -> float:
     """Bulk-load rows and vectors into a real index, then let the store build FAISS."""
     from indexer import Library, load_config
+    from indexer.store.sqlite.schema import VECTOR_DTYPE
 
     cfg = load_config(config)
     root = os.fsencode(cfg.roots[0])
@@ -91,7 +92,7 @@ def build(config: Path, vectors: np.ndarray) -> float:
                 conn.exec_driver_sql(
                     "INSERT INTO vectors (image_id, gen, vector) VALUES (?, 1, ?)",
                     [
-                        (i + 1, vectors[i].astype("<f4").tobytes())
+                        (i + 1, vectors[i].astype(VECTOR_DTYPE).tobytes())
                         for i in range(lo, lo + len(rows))
                     ],
                 )

@@ -322,11 +322,10 @@ class Library:
 
     def _status(self, max_errors: int | None) -> dict:
         store = self.store
-        store.refresh()
+        vectors = store.vector_summary()  # no full load of the vector index (issue 15)
         meta = store.meta()
         counts = store.counts()
         errors = store.errors(limit=max_errors)
-        vectors = store.vector_state()
         return {
             "index_dir": os.fspath(self.dir),
             "database": self.location.describe() if self.location.shared else None,

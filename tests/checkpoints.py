@@ -20,6 +20,8 @@ TINY_CONFIGS = {
     # Small but complete architectures with the real vocabulary: fast enough for indexing tests.
     "tiny-vit": CLIPConfig(64, 64, 2, 64, 16, 77, 49408, 64, 1, 2),
     "tiny-rn": CLIPConfig(64, 64, (1, 1, 1, 1), 16, None, 77, 49408, 64, 1, 2),
+    # Small towers with a full-size 512-d embedding: the 1M benchmark library (bench/library_1m)
+    "tiny-vit-512": CLIPConfig(512, 64, 2, 128, 16, 77, 49408, 64, 1, 2),
 }
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from indexer.store.sqlite.schema import VECTOR_DTYPE
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -87,6 +89,12 @@ def version_dir(index_dir: Path) -> Path:
     return index_dir / (index_dir / "CURRENT").read_text().strip()
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    """A stored vector as the store reads it back (float32, renormalised)."""
+    v = v.astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
 def sqlite_state(index_dir: Path, database: str | None = None) -> dict:
     """{"ok": {path: id}, "errors": {path: reason}, "vector_ids": sorted ids, "vectors": {id: arr}}
     of the active version (in PostgreSQL at ``database`` when given)."""
@@ -101,7 +109,7 @@ def sqlite_state(index_dir: Path, database: str | None = None) -> dict:
                 ok[path] = i
             else:
                 errors[path] = err
-        vecs = {i: np.frombuffer(b, dtype="<f4").copy() for i, b in con.execute(
+        vecs = {i: _unit(np.frombuffer(b, dtype=VECTOR_DTYPE)) for i, b in con.execute(
             "SELECT image_id, vector FROM vectors")}  # fmt: skip
     finally:
         con.close()
@@ -206,3 +214,19 @@ class CountingEncoder:
 
     def encode_texts(self, texts):
         return self.inner.encode_texts(texts)
+
+
+def as_schema_5(con: sqlite3.Connection) -> dict[int, bytes]:
+    """Turn a current index into what schema 5 wrote: float32 vector blobs, no counter tables
+    or triggers (schema 6), version 5; returns the float32 blobs by id. Tests that fake an
+    older schema remove that schema's later tables on top."""
+    for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        con.execute(f"DROP TRIGGER {name}")
+    con.execute("DROP TABLE image_counts")
+    con.execute("DROP TABLE counters")
+    con.execute("UPDATE schema_version SET version = 5")
+    old = {}
+    for i, blob in con.execute("SELECT image_id, vector FROM vectors").fetchall():
+        old[i] = _unit(np.frombuffer(blob, dtype=VECTOR_DTYPE)).astype("<f4").tobytes()
+        con.execute("UPDATE vectors SET vector = ? WHERE image_id = ?", (old[i], i))
+    return old

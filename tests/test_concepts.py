@@ -208,7 +208,7 @@ def test_cli_concepts(lib_env):
 def test_schema_2_index_migrates_to_concepts_and_albums(tmp_path, sample_images):
     from indexer.embed.encoder import HashEncoder
 
-    from .indexer_helpers import copy_images
+    from .indexer_helpers import as_schema_5, copy_images
 
     copy_images(sample_images[:4], tmp_path / "photos")
     cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx",
@@ -218,6 +218,7 @@ def test_schema_2_index_migrates_to_concepts_and_albums(tmp_path, sample_images)
     con = sqlite3.connect(version_dir(cfg.index_dir) / "index.sqlite")
     con.execute("DROP TABLE concepts")
     con.execute("DROP TABLE albums")
+    as_schema_5(con)  # then the tables of schemas 3-4 go (5 added a column only)
     con.execute("UPDATE schema_version SET version = 2")
     con.commit()
     con.close()
@@ -253,7 +254,7 @@ def test_schema_4_concepts_migrate_and_keep_scoring(tmp_path, sample_images):
     before; a refit stores the centre."""
     from indexer.embed.encoder import HashEncoder
 
-    from .indexer_helpers import copy_images
+    from .indexer_helpers import as_schema_5, copy_images
 
     copy_images(sample_images[:6], tmp_path / "photos")
     cfg = load_config(write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx"))
@@ -263,6 +264,7 @@ def test_schema_4_concepts_migrate_and_keep_scoring(tmp_path, sample_images):
         before = lib.tag_counts()["old"]
     path = version_dir(cfg.index_dir) / "index.sqlite"
     con = sqlite3.connect(path)
+    as_schema_5(con)
     con.execute("ALTER TABLE concepts DROP COLUMN center")
     con.execute("UPDATE schema_version SET version = 4")
     con.commit()

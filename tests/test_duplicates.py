@@ -149,3 +149,28 @@ def test_library_duplicates_on_both_backends(tmp_path, sample_images, database):
         str(photos[1]),
         str(tmp_path / "photos" / "copy_of_1.jpg"),
     }
+
+
+def test_approximate_pairs_find_the_exact_pairs_of_a_planted_set():
+    """The inverted-file search (the path of large libraries) on a clustered set with planted
+    near-duplicates, chains and near misses: the same pairs and groups as the exact search,
+    from float32 and from float16 vectors."""
+    from indexer.tags.pairs import approximate_pairs, exact_pairs
+
+    rng = np.random.default_rng(3)
+    centres = random_unit(rng, 40)
+    x = np.stack([near(centres[i % 40], 0.7, rng) for i in range(4000)])
+    for i in range(0, 4000, 37):  # planted copies at 0.95-0.995 of every 37th vector
+        x[i + 1] = near(x[i], rng.uniform(0.95, 0.995), rng)
+    x[3001] = near(x[3000], 0.94, rng)  # a near miss
+    ids = np.arange(10, 4010)
+    truth = exact_pairs(x, 0.95)
+    assert len(truth) >= 100 and not ((truth == [3000, 3001]).all(1)).any()
+    for vecs in (x, x.astype(np.float16)):
+        got = approximate_pairs(vecs, 0.95, nlist=32, proj_dim=16)
+        assert got.tolist() == exact_pairs(vecs, 0.95).tolist()
+    assert find_duplicate_groups(ids, x, 0.95, exact=False) == find_duplicate_groups(
+        ids, x, 0.95, exact=True
+    )
+    # the search is approximate: probing one list of many misses pairs across list borders
+    assert len(approximate_pairs(x, 0.95, nlist=400, nprobe=1, proj_dim=4)) < len(truth)

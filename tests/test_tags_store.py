@@ -20,7 +20,7 @@ from indexer.library import Library
 from indexer.store.sqlite import schema as db
 from indexer.tags import sync as tag_store
 
-from .indexer_helpers import copy_images, run_cli, version_dir, write_config
+from .indexer_helpers import as_schema_5, copy_images, run_cli, version_dir, write_config
 
 VOCAB = {
     "templates": ["{}"],
@@ -265,16 +265,13 @@ def _make_v1(cfg) -> None:
     con.execute("DROP TABLE concepts")  # schema 3
     con.execute("DROP TABLE albums")  # schema 4
     con.execute("DELETE FROM meta WHERE key IN ('tags_gen', 'concepts_gen')")
+    as_schema_5(con)  # then the tables of schemas 2-4 go
     con.execute("UPDATE schema_version SET version = 1")
     con.commit()
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     con.close()
-    v1 = {t.name for t in db.Base.metadata.sorted_tables} - {
-        "tags",
-        "tag_defs",
-        "concepts",
-        "albums",
-    }
+    v1 = {t.name for t in db.Base.metadata.sorted_tables} - {"tags", "tag_defs", "concepts", "albums",
+                                                             "image_counts", "counters"}  # fmt: skip
     assert names - {"sqlite_sequence"} == v1
 
 

@@ -240,6 +240,12 @@ class IndexStore(abc.ABC):
     def vector_state(self) -> VectorState:
         """What :meth:`search_vectors` searches (after the last :meth:`refresh`)."""
 
+    def vector_summary(self) -> VectorState:
+        """What :meth:`search_vectors` searches once refreshed, as cheaply as the backend can
+        tell (``status``: a backend may answer without loading its vector index)."""
+        self.refresh()
+        return self.vector_state()
+
     @abc.abstractmethod
     def search_vectors(
         self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None

@@ -1,8 +1,9 @@
 """Near-duplicate photos: groups of images whose vectors' cosine similarity reaches a threshold.
 
-Pairs come from a FAISS range search (exact inner product on L2-normalised vectors), groups are
-their connected components (union-find), so a chain a~b~c is one group even when a and c are
-below the threshold on their own. ``describe_groups`` adds sizes and dimensions and orders each
+Pairs come from :mod:`indexer.tags.pairs` (an exact FAISS range search on small libraries,
+approximate neighbours from an inverted-file partition on large ones), groups are their
+connected components, so a chain a~b~c is one group even when a and c are below the
+threshold on their own. ``describe_groups`` adds sizes and dimensions and orders each
 group best first (most pixels, then largest file) so the user can keep the first one.
 """
 
@@ -14,70 +15,48 @@ from typing import Any
 
 import numpy as np
 
+from indexer.tags.pairs import similar_pairs
+
+__all__ = ["DEFAULT_THRESHOLD", "DuplicateGroup", "DuplicateMember", "describe_groups",
+           "find_duplicate_groups", "similar_pairs"]  # fmt: skip
+
 DEFAULT_THRESHOLD = 0.95
-_QUERY_CHUNK = 4096  # query rows per range search (bounds the result buffers)
 
 
-def similar_pairs(vectors: np.ndarray, threshold: float) -> np.ndarray:
-    """(P, 2) int64 row-index pairs ``i < j`` with cosine(vectors[i], vectors[j]) >= threshold."""
-    import faiss
+def _components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Component label of each of ``n`` nodes linked by ``pairs`` (scipy's connected
+    components: linear in the pairs, no Python loop over them)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"vectors must be (N, D), got shape {x.shape}")
-    if len(x) < 2:
-        return np.zeros((0, 2), dtype=np.int64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    # FAISS keeps inner products strictly above the radius: step just below to include ==.
-    radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
-    out = []
-    for start in range(0, len(x), _QUERY_CHUNK):
-        lims, _dist, labels = index.range_search(x[start : start + _QUERY_CHUNK], radius)
-        rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims).astype(np.int64))
-        keep = labels > rows  # each pair once, no self-matches
-        out.append(np.stack([rows[keep], labels[keep]], axis=1))
-    return np.concatenate(out).astype(np.int64)
-
-
-def _components(n: int, pairs: np.ndarray) -> list[int]:
-    """Component label of each of ``n`` nodes linked by ``pairs`` (union-find, path halving)."""
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in pairs.tolist():
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return [find(i) for i in range(n)]
+    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
+                       shape=(n, n))  # fmt: skip
+    return connected_components(graph, directed=False)[1]
 
 
 def find_duplicate_groups(
-    ids: Sequence[int], vectors: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+    ids: Sequence[int],
+    vectors: np.ndarray,
+    threshold: float = DEFAULT_THRESHOLD,
+    exact: bool | None = None,
 ) -> list[list[int]]:
     """Groups (two or more ids) of near-duplicates; ids ascending in a group, groups by size
-    (largest first) then by smallest id."""
+    (largest first) then by smallest id. ``exact``: force (True) or refuse (False) the exact
+    pair search; None picks by size (:func:`indexer.tags.pairs.similar_pairs`)."""
     ids_arr = np.asarray(ids, dtype=np.int64)
     if len(ids_arr) != len(vectors):
         raise ValueError(f"{len(ids_arr)} ids for {len(vectors)} vectors")
     if not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a cosine in [-1, 1], got {threshold}")
-    pairs = similar_pairs(vectors, threshold)
+    pairs = similar_pairs(vectors, threshold, exact)
     if not len(pairs):
         return []
     # Only images with at least one partner take part (compact indices 0..len(nodes)-1).
     nodes, compact = np.unique(pairs, return_inverse=True)
     labels = _components(len(nodes), compact.reshape(-1, 2))
-    groups: dict[int, list[int]] = {}
-    for label, node in zip(labels, ids_arr[nodes].tolist()):
-        groups.setdefault(label, []).append(int(node))
-    out = [sorted(g) for g in groups.values()]
+    order = np.lexsort((ids_arr[nodes], labels))  # by component, ids ascending within
+    cuts = np.flatnonzero(np.diff(labels[order])) + 1
+    out = [g.tolist() for g in np.split(ids_arr[nodes][order], cuts)]
     return sorted(out, key=lambda g: (-len(g), g[0]))
 
 

@@ -120,24 +120,26 @@ def score_tags(
     out: list[TagList] = [[] for _ in range(n)]
     if plan.names and n:
         sims = vectors @ plan.matrix  # (N, S)
-        masked = np.where(sims >= plan.thresholds, sims, -np.inf)
-        order = np.argsort(-masked, axis=1, kind="stable")
-        if cap is not None:
-            order = order[:, :cap]
-        picked = np.take_along_axis(masked, order, axis=1)
-        rows, cols = np.nonzero(np.isfinite(picked))
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            j = int(order[r, c])
-            out[r].append((plan.names[j], float(sims[r, j])))
+        rows, cols = np.nonzero(sims >= plan.thresholds)
+        scores = sims[rows, cols]
+        order = np.lexsort((cols, -scores, rows))  # per image: best first, ties by tag order
+        rows, cols, scores = rows[order], cols[order], scores[order]
+        if cap is not None:  # rank within the image: position minus the image's first
+            starts = np.searchsorted(rows, rows, side="left")
+            keep = np.arange(len(rows)) - starts < cap
+            rows, cols, scores = rows[keep], cols[keep], scores[keep]
+        names = plan.names
+        for r, c, v in zip(rows.tolist(), cols.tolist(), scores.tolist()):
+            out[r].append((names[c], v))
     for names, mat, thr, hidden in plan.groups:
         if not n:
             break
         probs = _softmax(scale * (vectors @ mat))  # (N, k)
         win = probs.argmax(axis=1)
         best = probs[np.arange(n), win]
-        keep = (best >= thr[win]) & ~hidden[win]
-        for r in np.nonzero(keep)[0].tolist():
-            out[r].append((names[win[r]], float(best[r])))
+        keep = np.nonzero((best >= thr[win]) & ~hidden[win])[0]
+        for r, w, b in zip(keep.tolist(), win[keep].tolist(), best[keep].tolist()):
+            out[r].append((names[w], b))
     return out
 
 

@@ -14,7 +14,14 @@ import numpy as np
 from sqlalchemy import Connection, Engine, func, select
 
 from indexer.store.records import STATUS_ERROR, STATUS_OK, Record
-from indexer.store.sqlite.schema import ImageRow, VectorRow, translated_errors
+from indexer.store.sqlite.schema import (
+    VECTOR_DTYPE,
+    ImageCountRow,
+    ImageRow,
+    VectorRow,
+    translated_errors,
+    vector_count,
+)
 
 CHUNK = 500  # SQLite host parameters per IN (...) query
 _IMAGES = ImageRow.__table__
@@ -26,11 +33,19 @@ def chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
         yield seq[i : i + n]
 
 
+def encode_vector(vec: np.ndarray) -> bytes:
+    """The stored blob of one vector (:data:`~indexer.store.sqlite.schema.VECTOR_DTYPE`)."""
+    return np.ascontiguousarray(vec, dtype=VECTOR_DTYPE).tobytes()
+
+
 def decode_rows(rows: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, (n, D) float32) of ``(image_id, vector blob)`` rows."""
+    """(ids, (n, D) float32 unit rows) of ``(image_id, vector blob)`` rows (the stored float16
+    rounding moves norms by ~1e-4: renormalised, so scores are cosines to float32 precision)."""
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
-    return ids, vecs.astype(np.float32)
+    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=VECTOR_DTYPE).reshape(len(rows), -1)
+    vecs = vecs.astype(np.float32)
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    return ids, vecs
 
 
 def vector_pages(
@@ -38,14 +53,16 @@ def vector_pages(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, (n, D) float32) of stored vectors with ``lo < gen <= hi``, by id (keyset pages,
     so no cursor stays open while the caller writes)."""
+    where = ["image_id > ?"]
+    if lo is not None:
+        where.append(f"gen > {int(lo)}")
+    if hi is not None:
+        where.append(f"gen <= {int(hi)}")
+    sql = (f"SELECT image_id, vector FROM vectors WHERE {' AND '.join(where)} "
+           "ORDER BY image_id LIMIT ?")  # fmt: skip
     last = -1
-    while True:
-        q = select(VectorRow.image_id, VectorRow.vector).where(VectorRow.image_id > last)
-        if lo is not None:
-            q = q.where(VectorRow.gen > lo)
-        if hi is not None:
-            q = q.where(VectorRow.gen <= hi)
-        rows = conn.execute(q.order_by(VectorRow.image_id).limit(size)).all()
+    while True:  # driver-level rows: the ORM's row objects cost more than the decoding
+        rows = conn.exec_driver_sql(sql, (last, int(size))).all()
         if not rows:
             return
         ids, vecs = decode_rows(rows)
@@ -145,11 +162,11 @@ class StoreQueries:
             return np.asarray(conn.execute(q).scalars().all(), dtype=np.int64)
 
     def counts(self) -> dict[str, int]:
+        """From the trigger-kept counters (schema 6): no scan of the image or vector rows."""
+        q = select(ImageCountRow.status, func.sum(ImageCountRow.n)).group_by(ImageCountRow.status)
         with self._connect() as conn:
-            by_status = dict(
-                conn.execute(select(ImageRow.status, func.count()).group_by(ImageRow.status)).all()
-            )
-            vectors = conn.execute(select(func.count(VectorRow.image_id))).scalar() or 0
+            by_status = {s: int(n) for s, n in conn.execute(q).all()}
+            vectors = vector_count(conn)
         return {
             "images": sum(by_status.values()),
             "ok": by_status.get(STATUS_OK, 0),
@@ -165,7 +182,9 @@ class StoreQueries:
             return [Record.from_row(r) for r in conn.execute(q)]
 
     def roots(self) -> dict[str, int]:
-        """Indexed image count per root."""
-        q = select(ImageRow.root, func.count()).where(ImageRow.status == STATUS_OK)
+        """Indexed image count per root (from the counters: no scan)."""
+        q = select(ImageCountRow.root, ImageCountRow.n).where(
+            ImageCountRow.status == STATUS_OK, ImageCountRow.n > 0
+        )
         with self._connect() as conn:
-            return {os.fsdecode(r): n for r, n in conn.execute(q.group_by(ImageRow.root))}
+            return {os.fsdecode(r): int(n) for r, n in conn.execute(q)}

@@ -17,16 +17,17 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from indexer.store.base import IndexStore
 from indexer.store.errors import IndexMissingError
 from indexer.store.records import Changes, VectorState
 from indexer.store.sqlite import schema as db
-from indexer.store.sqlite.queries import chunks, decode_rows
+from indexer.store.sqlite.queries import chunks, decode_rows, encode_vector
 from indexer.store.sqlite.schema import ImageRow, MetaRow, TagRow, TombstoneRow, VectorRow
 from indexer.store.sqlite.tags import SqliteTags
 from indexer.store.vectors.checks import normalize
+from indexer.store.vectors.file import read_header
 from indexer.store.vectors.index import VectorIndex, choose_kind
 from indexer.store.versions import file_signature
 from indexer.types import ModelIdentity
@@ -34,10 +35,6 @@ from indexer.types import ModelIdentity
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
 _REPLAY_CHUNK = 20_000  # vectors read from SQLite at a time when replaying
-
-
-def _blob(vec: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vec, dtype="<f4").tobytes()
 
 
 def _pruned(conn: Connection) -> int:
@@ -237,7 +234,7 @@ class SqliteStore(SqliteTags, IndexStore):
         added_ids: list[int] = []
         added_vecs: list[np.ndarray] = []
         removed: list[int] = []
-        pending: dict[int, np.ndarray] = {}  # new vectors, written together after the rows
+        pending: dict[int, bytes] = {}  # new vector blobs, written together after the rows
         # Statements built once and executed with each row's parameters: SQLAlchemy compiles
         # them once per set of columns (a statement built per row cost ~1 ms a row).
         images = ImageRow.__table__
@@ -256,17 +253,20 @@ class SqliteStore(SqliteTags, IndexStore):
                 else:
                     conn.execute(set_row, {**up, "row_id": row_id})
                 ids_by_path[up["path"]] = row_id
-                if copy_from is not None:
-                    vec = pending.get(copy_from)
-                    found = [vec] if vec is not None else self.vectors([copy_from], conn=conn)[1]
-                    if not len(found):
+                if copy_from is not None:  # the stored blob is copied bit for bit
+                    blob = pending.get(copy_from) or conn.execute(
+                        select(VectorRow.vector).where(VectorRow.image_id == copy_from)
+                    ).scalar()
+                    if blob is None:
                         raise RuntimeError(f"cannot copy the vector of image {copy_from}: none")
-                    vec = found[0]
-                if vec is not None:
+                elif vec is not None:
                     vec = normalize(np.asarray(vec, dtype=np.float32).reshape(1, -1))[0]
-                    pending[row_id] = vec
+                    blob = encode_vector(vec)
+                if copy_from is not None or vec is not None:
+                    pending[row_id] = blob
                     added_ids.append(row_id)
-                    added_vecs.append(vec)
+                    # FAISS gets the stored (rounded) vector: what a replay would give it
+                    added_vecs.append(decode_rows([(row_id, blob)])[1][0])
                 else:
                     pending.pop(row_id, None)
                     if self._drop_vectors(conn, [row_id], gen):
@@ -281,9 +281,7 @@ class SqliteStore(SqliteTags, IndexStore):
                     removed += self._drop_vectors(conn, list(part), gen)
                     conn.execute(delete(TagRow).where(TagRow.image_id.in_(part)))
                     conn.execute(delete(ImageRow).where(ImageRow.id.in_(part)))
-            db.set_meta(
-                conn, vector_count=conn.execute(select(func.count(VectorRow.image_id))).scalar()
-            )
+            db.set_meta(conn, vector_count=db.vector_count(conn))
         if self.index is None and added_vecs:
             self.index = VectorIndex.create(len(added_vecs[0]), "flat")
         if self.index is not None:
@@ -295,14 +293,14 @@ class SqliteStore(SqliteTags, IndexStore):
             self._dirty = True
         return ids_by_path
 
-    def _put_vectors(self, conn: Connection, vectors: dict[int, np.ndarray], gen: int) -> None:
+    def _put_vectors(self, conn: Connection, vectors: dict[int, bytes], gen: int) -> None:
         """Store each image's new vector (replacing its old one, and the tags scored on it)."""
         if not vectors:
             return
         for part in chunks(list(vectors)):
             for table in (VectorRow, TagRow, TombstoneRow):
                 conn.execute(delete(table).where(table.image_id.in_(part)))
-        rows = [{"image_id": i, "gen": gen, "vector": _blob(v)} for i, v in vectors.items()]
+        rows = [{"image_id": i, "gen": gen, "vector": b} for i, b in vectors.items()]
         conn.execute(insert(VectorRow), rows)
 
     def _drop_vectors(self, conn: Connection, ids: list[int], gen: int) -> list[int]:
@@ -330,6 +328,21 @@ class SqliteStore(SqliteTags, IndexStore):
         if self.index is None:
             return VectorState(None, 0, self.index_gen)
         return VectorState(self.index.kind, len(self.index), self.index_gen)
+
+    def vector_summary(self) -> VectorState:
+        """Without loading FAISS when it is not loaded yet: a refresh makes its ids those of
+        the SQLite vectors (the store's invariant), so the count is SQLite's (a counter row)
+        and the kind the saved file's (its header)."""
+        if self.index is None:
+            try:
+                kind = str(read_header(self.faiss_path)["kind"])
+            except (OSError, ValueError, KeyError):
+                kind = None
+            if kind is not None:
+                with self._connect() as conn:
+                    return VectorState(kind, db.vector_count(conn), db.get_generation(conn))
+        self.refresh()
+        return self.vector_state()
 
     def search_vectors(
         self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None

@@ -95,6 +95,25 @@ def read(path: Path) -> tuple[dict, faiss.Index | None]:
             raise ValueError(f"{path}: cannot read FAISS index: {exc}") from exc
 
 
+def read_header(path: Path) -> dict:
+    """The JSON header of a file written by :func:`write`, read without the payload (no
+    checksum: a cheap look, e.g. for ``status``; :func:`read` verifies everything)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < _PREFIX.size + _TRAILER.size:
+            raise ValueError(f"{path}: not a clipsearch vector index (file too short)")
+        magic, version, header_len = _PREFIX.unpack(f.read(_PREFIX.size))
+        if magic != _MAGIC or version != _VERSION or header_len > _MAX_HEADER:
+            raise ValueError(f"{path}: not a clipsearch vector index of version {_VERSION}")
+        try:
+            meta = json.loads(f.read(header_len))
+        except ValueError as exc:
+            raise ValueError(f"{path}: bad index header: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: bad index header: not a JSON object")
+    return meta
+
+
 def read_envelope(f: BinaryIO, size: int, path: Path) -> tuple[bytes, int, int]:
     """Validate prefix, trailer and checksum; return (header, payload offset, payload length)."""
     if size < _PREFIX.size + _TRAILER.size:

@@ -12,10 +12,13 @@ import io
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import torch
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -144,6 +147,9 @@ def resize_fast(img: Image.Image, size: tuple[int, int]) -> Image.Image:
         return img.resize((w, h), Image.BICUBIC)
     if (w, h) == img.size:
         return img.copy()  # as Pillow's resize does
+    import torch
+    import torch.nn.functional as F
+
     src_w, src_h = img.size
     x = torch.from_numpy(_rgb_array(img)).view(1, src_h, src_w, 3).permute(0, 3, 1, 2)
     # torch runs the horizontal pass first; Pillow 13 runs the vertical one first when the
@@ -176,8 +182,8 @@ _SCALE = (1.0 / (255.0 * np.asarray(STD, dtype=np.float64))).astype(np.float32)
 _SHIFT = (np.asarray(MEAN, dtype=np.float64) / np.asarray(STD, dtype=np.float64)).astype(np.float32)
 
 
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB image -> normalised float32 CHW tensor (ToTensor + Normalize).
+def to_array(img: Image.Image) -> np.ndarray:
+    """RGB image -> normalised float32 CHW array (ToTensor + Normalize), without torch.
 
     Computed as ``x * (1 / (255 std)) - mean / std`` on the channel-first bytes: the same
     values to within float32 rounding (1e-6), in one pass instead of three.
@@ -186,7 +192,14 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     out = np.empty(chw.shape, dtype=np.float32)
     np.multiply(chw, _SCALE[:, None, None], out=out)
     out -= _SHIFT[:, None, None]
-    return torch.from_numpy(out)
+    return out
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """:func:`to_array` as a torch tensor (the models' input)."""
+    import torch
+
+    return torch.from_numpy(to_array(img))
 
 
 class Preprocess:
@@ -197,9 +210,17 @@ class Preprocess:
         self.max_pixels = max_pixels
 
     def __call__(self, image: ImageInput) -> torch.Tensor:
+        return to_tensor(self.crop(image))
+
+    def crop(self, image: ImageInput) -> Image.Image:
+        """The image resized (bicubic, short side ``n_px``) and centre-cropped, before the
+        conversion to numbers: what :meth:`array` and the call normalise."""
         img = to_supported_mode(open_image(image, self.max_pixels))
-        img = center_crop(resize_short_side(img, self.n_px), self.n_px)
-        return to_tensor(img)
+        return center_crop(resize_short_side(img, self.n_px), self.n_px)
+
+    def array(self, image: ImageInput) -> np.ndarray:
+        """The model input as a numpy array (3, n, n): the same numbers, without torch."""
+        return to_array(self.crop(image))
 
     def __repr__(self) -> str:
         return (

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import ftfy
 import regex
-import torch
 
 VOCAB_PATH = Path(__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
@@ -120,6 +119,8 @@ def tokenize(
     ``truncate``, which keeps the start and ends with the end-of-text token. With
     ``return_attention_mask`` returns ``(tokens, mask)`` where mask is 1 on real tokens.
     """
+    import torch
+
     if isinstance(texts, str):
         texts = [texts]
     tok = get_tokenizer()
@@ -135,3 +136,39 @@ def tokenize(
         result[i, : len(ids)] = torch.tensor(ids, dtype=torch.int)
         mask[i, : len(ids)] = 1
     return (result, mask) if return_attention_mask else result
+
+
+def text_windows(
+    texts, context_length: int = 77, stride: int | None = None
+) -> tuple[list[list[int]], list[int]]:
+    """Token windows of texts of any length, and the text each window belongs to.
+
+    Text that fits the context is one window. Longer text is cut into windows of
+    ``context_length - 2`` tokens overlapping by ``stride`` (default half a window); the
+    start/end tokens are not included (see :func:`window_tokens`).
+    """
+    tok = get_tokenizer()
+    width = context_length - 2
+    step = stride or max(1, width // 2)
+    windows: list[list[int]] = []
+    owner: list[int] = []
+    for i, text in enumerate(texts):
+        ids = tok.encode(text)
+        starts = [0] if len(ids) <= width else list(range(0, len(ids) - width + step, step))
+        for s in starts:
+            windows.append(ids[s : s + width])
+            owner.append(i)
+    return windows, owner
+
+
+def window_tokens(windows, context_length: int = 77):
+    """Zero-padded int32 token rows (N, context_length) of windows, each wrapped in the
+    start and end-of-text tokens (a numpy array: no torch)."""
+    import numpy as np
+
+    tok = get_tokenizer()
+    out = np.zeros((len(windows), context_length), dtype=np.int32)
+    for row, ids in enumerate(windows):
+        seq = [tok.sot_token, *ids, tok.eot_token]
+        out[row, : len(seq)] = seq
+    return out

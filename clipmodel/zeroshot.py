@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .model import CLIP
 from .preprocess import ImageInput, Preprocess
 from .templates import DEFAULT_TEMPLATES
-from .tokenizer import get_tokenizer, tokenize
+from .tokenizer import text_windows, tokenize, window_tokens
 
 
 def _device(model: CLIP) -> torch.device:
@@ -70,18 +70,8 @@ def encode_text_long(
     weighted by window length, and renormalised. All windows of all texts are encoded
     together in batches.
     """
-    tok = get_tokenizer()
     n_ctx = model.context_length
-    width = n_ctx - 2
-    step = stride or max(1, width // 2)
-    windows: list[list[int]] = []
-    owner: list[int] = []
-    for i, text in enumerate(texts):
-        ids = tok.encode(text)
-        starts = [0] if len(ids) <= width else list(range(0, len(ids) - width + step, step))
-        for s in starts:
-            windows.append(ids[s : s + width])
-            owner.append(i)
+    windows, owner = text_windows(texts, n_ctx, stride)
     if not windows:
         return torch.empty(0, model.embed_dim)
     # Similar lengths together: each batch is trimmed to its longest sequence.
@@ -89,10 +79,7 @@ def encode_text_long(
     emb = torch.empty(len(windows), model.embed_dim)
     for lo in range(0, len(order), batch_size):
         part = order[lo : lo + batch_size]
-        tokens = torch.zeros(len(part), n_ctx, dtype=torch.int)
-        for row, j in enumerate(part):
-            seq = [tok.sot_token, *windows[j], tok.eot_token]
-            tokens[row, : len(seq)] = torch.tensor(seq, dtype=torch.int)
+        tokens = torch.from_numpy(window_tokens([windows[j] for j in part], n_ctx))
         out = model.encode_text(tokens.to(_device(model))).float().cpu()
         emb[part] = F.normalize(out, dim=-1)
     weights = torch.tensor([max(len(w), 1) for w in windows], dtype=emb.dtype)

@@ -103,6 +103,10 @@ class VectorIndex:
         self._params = params
         self._index = index
         self._ids = np.empty(0, dtype=np.int64)  # sorted mirror of the stored ids
+        # FAISS maps the file (load(mmap=True)): its arrays are views that cannot grow, so a
+        # change first copies the index into memory (_own)
+        self._mapped = False
+        self.file_signature: dict = {}  # of the file this was loaded from or saved to
 
     # ----------------------------------------------------------------- construction
 
@@ -174,6 +178,7 @@ class VectorIndex:
             raise ValueError(f"{len(keys)} ids for {len(x)} vectors")
         if len(keys) == 0:
             return
+        self._own()
         existing = keys[self.contains(keys)]
         if self.kind == "hnsw" and existing.size:
             self._rebuild_hnsw(existing, keys, x)
@@ -191,6 +196,7 @@ class VectorIndex:
         present = keys[self.contains(keys)]
         if present.size == 0:
             return 0
+        self._own()
         if self.kind == "hnsw":
             self._rebuild_hnsw(present)  # also refreshes self._ids
             return int(present.size)
@@ -205,6 +211,13 @@ class VectorIndex:
                 raise RuntimeError(f"FAISS removed {removed} of {present.size} ids")
         self._ids = np.delete(self._ids, np.searchsorted(self._ids, present))
         return int(present.size)
+
+    def _own(self) -> None:
+        """Copy a memory-mapped index into memory before changing it (FAISS aborts the
+        process when a mapped array is resized)."""
+        if self._mapped:
+            self._index = faiss.deserialize_index(faiss.serialize_index(self._index))
+            self._mapped = False
 
     def _rebuild_hnsw(
         self, drop: np.ndarray, new_ids: np.ndarray | None = None, new_x: np.ndarray | None = None
@@ -354,8 +367,9 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- persistence
 
-    def save(self, path: str | Path, generation: int) -> None:
-        """Atomically write the index and ``generation`` to ``path`` (:func:`file.write`)."""
+    def save(self, path: str | Path, generation: int) -> dict:
+        """Atomically write the index and ``generation`` to ``path`` (:func:`file.write`);
+        returns the file's signature (``load``'s ``trusted``)."""
         if isinstance(generation, bool) or int(generation) != generation:
             raise ValueError(f"generation must be an integer, got {generation!r}")
         header = json.dumps(
@@ -374,17 +388,26 @@ class VectorIndex:
             faiss.write_index(self._index, writer)
             del writer
 
-        file_format.write(path, header, payload if self._index is not None else None)
+        sig = file_format.write(path, header, payload if self._index is not None else None)
+        self.file_signature = sig
+        return sig
 
     @classmethod
-    def load(cls, path: str | Path) -> tuple[VectorIndex, int]:
+    def load(
+        cls, path: str | Path, mmap: bool = False, trusted: dict | None = None
+    ) -> tuple[VectorIndex, int]:
         """Read an index written by ``save``; returns ``(index, generation)``.
+
+        ``mmap``: FAISS maps the file instead of reading it (milliseconds at any size; pages
+        are read as searches touch them and shared with other processes); the first change
+        copies it into memory. ``trusted``: the signature ``save`` returned; the checksum is
+        skipped while the file still has it (see indexer.store.vectors.file).
 
         Raises FileNotFoundError if ``path`` is missing and ValueError naming the file if
         it is truncated, corrupt (checksum) or not an index file.
         """
         path = Path(path)
-        meta, index = file_format.read(path)
+        meta, index, sig = file_format.read(path, mmap=mmap, trusted=trusted)
         try:
             dim, kind = int(meta["dim"]), str(meta["kind"])
             generation, count = int(meta["generation"]), int(meta["count"])
@@ -393,6 +416,7 @@ class VectorIndex:
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: bad index header: {exc}") from exc
         self = cls(dim, kind, params, index)
+        self._mapped, self.file_signature = mmap and index is not None, sig
         self._ids = file_format.stored_ids(self._index, self.kind, self.dim, path)
         if self._ids.size != count:
             raise ValueError(f"{path}: header says {count} vectors, index holds {self._ids.size}")

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from .build import build_model, describe
-from .cpu import cpu_has_int8_dot, cpu_has_native_bf16
 from .checkpoints import read_checkpoint
+from .cpu import cpu_has_int8_dot, cpu_has_native_bf16
 from .download import MODELS, available_models, download, known_sha256s
 from .model import CLIP
 from .preprocess import Preprocess

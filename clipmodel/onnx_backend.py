@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from .model import CLIP
+from .onnx_common import image_patches, pixels_from_normalized, text_feed
+from .onnx_common import session as _session
 from .onnx_export import (  # noqa: F401  (re-exported: the backend's public names)
     EXPORT_VERSION,
     QUANTIZATIONS,
@@ -37,8 +39,6 @@ from .onnx_export import (  # noqa: F401  (re-exported: the backend's public nam
     export_onnx,
     onnxruntime_available,
 )
-from .onnx_common import image_patches, pixels_from_normalized, text_feed
-from .onnx_common import session as _session
 
 __all__ = [
     "OnnxCLIP",

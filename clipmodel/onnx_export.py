@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util  # noqa: F401 - the availability check's (tests patch find_spec here)
 import json
 import os
 import shutil

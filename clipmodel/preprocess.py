@@ -11,7 +11,6 @@ import functools
 import io
 import os
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np

@@ -1,7 +1,7 @@
 """Queries without torch: the cached ONNX text (and image) tower alone, on ONNX Runtime.
 
 A load by :func:`clipmodel.load` on the CPU with a self-checked backend ("auto" or
-"onnxruntime") records what it chose in a *query manifest*, ``<cache>/onnx/query-<key>.json``:
+"onnxruntime") records what it chose in a *query manifest*, ``<cache>/query/<key>.json``:
 the checkpoint (its path, SHA256, and the state of the file it was hashed in: size, mtime,
 ctime, inode), the export's files and settings (code and tool versions), which path the
 self-check chose for each tower (clipmodel.fastpath) and the hashes of the check files that
@@ -61,7 +61,7 @@ def manifest_path(source: Path, requested: str, cache_dir: str | os.PathLike | N
     """Where the manifest of checkpoint ``source`` loaded as ``requested`` is kept."""
     key = json.dumps([os.path.realpath(source), requested])
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    return _cache_root(cache_dir) / "onnx" / f"query-{digest}.json"
+    return _cache_root(cache_dir) / "query" / f"{digest}.json"
 
 
 def source_state(path: Path) -> list[list]:

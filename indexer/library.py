@@ -21,7 +21,6 @@ switches ``CURRENT`` only when it is complete; readers switch on their next quer
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ import numpy as np
 from indexer.config import Config
 from indexer.embed.encoder import ClipEncoder, Encoder, thread_plan
 from indexer.embed.images import thumbnail_file
-from indexer.embed.query import QueryEncoder
+from indexer.embed.query import reader_encoder
 from indexer.ingest.fastpaths import apply_check, check_pipeline, fast_paths_doc
 from indexer.ingest.pipeline import Indexer, IndexReport
 from indexer.ingest.scan import check_roots
@@ -57,7 +56,6 @@ from indexer.tags.vocabulary import TagList, Vocabulary
 from indexer.watch.status import read_status as read_watch_status
 from indexer.watch.status import watch_status
 
-LOG = logging.getLogger("indexer.library")
 THUMBS_NAME = "thumbs"
 FAST_PATHS_KEY = "fast_paths"  # store metadata: what the last run ran and what it measured
 
@@ -166,23 +164,15 @@ class Library:
 
     # ----------------------------------------------------------------- model
     def encoder(self) -> Encoder:
-        """The configured model (loaded on first use). Readers take the cached ONNX towers
-        without torch where the model's recorded export allows (indexer.embed.query)."""
+        """The configured model (loaded on first use); readers take its torch-free query
+        encoder where it can run (indexer.embed.query)."""
         if self._encoder is None:
-            if not self.writer:
-                enc, why = QueryEncoder.from_config(self.cfg, self._full_encoder)
-                if enc is None:
-                    LOG.info("queries load the full model: %s", why)
-                self._encoder = enc
-            if self._encoder is None:
-                self._encoder = self._full_encoder()
-        return self._encoder
+            def full() -> Encoder:  # readers: 1 thread (no OpenMP stalls beside an indexer)
+                threads = thread_plan(self.cfg).model_threads if self.writer else 1
+                return ClipEncoder.from_config(self.cfg, threads)
 
-    def _full_encoder(self) -> Encoder:
-        # Readers (UI, CLI search) encode one query at a time, often beside a running
-        # indexer: one thread avoids OpenMP stalls when the other core is busy.
-        threads = thread_plan(self.cfg).model_threads if self.writer else 1
-        return ClipEncoder.from_config(self.cfg, threads)
+            self._encoder = full() if self.writer else reader_encoder(self.cfg, full)
+        return self._encoder
 
     # ----------------------------------------------------------------- writing
     def _require_writer(self) -> None:

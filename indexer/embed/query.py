@@ -118,3 +118,12 @@ class QueryEncoder:
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         return self.model.encode_texts(list(texts))
+
+
+def reader_encoder(cfg: Config, full: Callable[[], Encoder]) -> Encoder:
+    """A query process's encoder: the torch-free one where it can run, else ``full()``."""
+    enc, why = QueryEncoder.from_config(cfg, full)
+    if enc is None:
+        LOG.info("queries load the full model: %s", why)
+        return full()
+    return enc

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import gzip
 import html
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
-import ftfy
 import regex
 
 VOCAB_PATH = Path(__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
@@ -38,9 +37,15 @@ def _byte_alphabet() -> dict[int, str]:
     return table
 
 
+_PLAIN = regex.compile(r"[ -%'-~]*")  # printable ASCII but "&": nothing for ftfy to repair
+
+
 def clean(text: str) -> str:
     """ftfy repair, double HTML unescape, whitespace collapse, lower case (as OpenAI's tokenizer)."""
-    text = ftfy.fix_text(text)
+    if not _PLAIN.fullmatch(text):  # ftfy (slow to import) only for text it could change
+        import ftfy
+
+        text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
     return _WHITESPACE.sub(" ", text).strip().lower()
 
@@ -50,15 +55,13 @@ class Tokenizer:
 
     def __init__(self, vocab_path: str | Path = VOCAB_PATH):
         self.byte_encoder = _byte_alphabet()
-        self.byte_decoder = {v: k for k, v in self.byte_encoder.items()}
         with gzip.open(vocab_path, "rt", encoding="utf-8") as f:
             lines = f.read().split("\n")[1 : _N_MERGES + 1]
         merges = [tuple(line.split()) for line in lines]
         symbols = list(self.byte_encoder.values())
         vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [SOT, EOT]
-        self.encoder = {tok: i for i, tok in enumerate(vocab)}
-        self.decoder = {i: tok for tok, i in self.encoder.items()}
-        self.merge_rank = {m: i for i, m in enumerate(merges)}
+        self.encoder = dict(zip(vocab, range(len(vocab))))
+        self.merge_rank = dict(zip(merges, range(len(merges))))
         self.sot_token = self.encoder[SOT]
         self.eot_token = self.encoder[EOT]
         self._bpe = lru_cache(maxsize=65536)(self._bpe_uncached)
@@ -93,6 +96,14 @@ class Tokenizer:
             word = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
             ids.extend(self.encoder[t] for t in self._bpe(word))
         return ids
+
+    @cached_property
+    def decoder(self) -> dict[int, str]:
+        return {i: tok for tok, i in self.encoder.items()}
+
+    @cached_property
+    def byte_decoder(self) -> dict[str, int]:
+        return {v: k for k, v in self.byte_encoder.items()}
 
     def decode(self, ids) -> str:
         """Text of token ids (word boundaries become spaces)."""

@@ -198,7 +198,7 @@ class QueryModel:
         self.fast_path = str(doc["fidelity"]["path"])
         self.text_path, self.image_path = doc["text"]["path"], doc["image"]["path"]
         self._threads = threads
-        self._text = session(Path(doc["text"]["file"]), threads, None)
+        self._text = self._session(doc["text"]["file"])
         self._image: Any = None
 
     @classmethod
@@ -216,6 +216,7 @@ class QueryModel:
             raise QueryModelUnavailable(f"unreadable manifest {file}: {exc}") from None
         try:
             _check(doc, source, requested)
+            doc["manifest"] = os.fspath(file)
             return cls(doc, threads)
         except (KeyError, TypeError) as exc:
             raise QueryModelUnavailable(f"bad manifest {file}: {exc}") from None
@@ -223,6 +224,13 @@ class QueryModel:
             if type(exc).__module__.split(".")[0] != "onnxruntime":
                 raise
             raise QueryModelUnavailable(f"cannot open the exported graph: {exc}") from None
+
+    def _session(self, graph: str) -> Any:
+        """A session of an exported graph, from its optimized form kept beside the manifest
+        (made by the first load; named after the export and the ONNX Runtime version)."""
+        version = self.doc["tools"]["onnxruntime"]
+        opt = Path(self.doc["manifest"]).with_name(f"{Path(graph).stem}-ort{version}.opt.onnx")
+        return session(Path(graph), self._threads, None, opt)
 
     @property
     def images_onnx(self) -> bool:
@@ -271,7 +279,7 @@ class QueryModel:
         if not self.images_onnx:
             raise QueryModelUnavailable(f"the image tower runs {self.image_path}: needs torch")
         if self._image is None:
-            self._image = session(Path(self.doc["image"]["file"]), self._threads, None)
+            self._image = self._session(self.doc["image"]["file"])
         x = np.stack(list(batch))
         name = "pixels" if self.pixel_input else "image"
         x = x.astype(np.uint8 if self.pixel_input else np.float32, copy=False)

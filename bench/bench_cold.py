@@ -61,7 +61,8 @@ def cold_rss(tree: Path, config: Path, args: list[str]) -> dict:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
     proc.stderr.close()
-    return {"s": wall, "rss_mb": usage.ru_maxrss / 1024}
+    cpu = usage.ru_utime + usage.ru_stime  # what the load of a busy machine does not inflate
+    return {"s": wall, "cpu_s": cpu, "rss_mb": usage.ru_maxrss / 1024}
 
 
 def warm(config: Path, n: int) -> dict:
@@ -162,17 +163,19 @@ def main() -> None:
                                 ("image", ["--image", photo, "-k", "20"])):  # fmt: skip
                     m = cold_rss(tree, configs[name], q)
                     runs.setdefault((name, what), []).append(m)
-                    print(f"  {name} {what}: {m['s']:.2f} s, {m['rss_mb']:.0f} MB", flush=True)
+                    print(f"  {name} {what}: {m['s']:.2f} s (CPU {m['cpu_s']:.2f} s), "
+                          f"{m['rss_mb']:.0f} MB", flush=True)  # fmt: skip
         for name, tree in trees.items():
             row = {"images": n, "variant": name}
             for what in ("text", "image"):
                 ms = runs[(name, what)]
                 row[f"{what}_s"] = statistics.median(m["s"] for m in ms)
+                row[f"{what}_cpu_s"] = statistics.median(m["cpu_s"] for m in ms)
                 row[f"{what}_rss_mb"] = statistics.median(m["rss_mb"] for m in ms)
                 row[f"{what}_runs"] = [round(m["s"], 2) for m in ms]
             # the variant's own code, in a fresh process
-            code = (inspect.getsource(warm) + "\nimport json, statistics, sys, time\n"
-                    f"TEXTS = {TEXTS!r}\nfrom pathlib import Path\n"
+            code = ("import json, statistics, sys, time\nfrom pathlib import Path\n"
+                    f"TEXTS = {TEXTS!r}\n" + inspect.getsource(warm) +
                     "print(json.dumps(warm(Path(sys.argv[1]), int(sys.argv[2]))))")  # fmt: skip
             cmd = [sys.executable, "-c", code, os.fspath(configs[name]), str(args.queries)]
             out = subprocess.run(cmd, capture_output=True, text=True, env=_env(tree), cwd=tree)
@@ -189,15 +192,16 @@ def main() -> None:
 
 
 def _table(rows: list[dict]) -> None:
-    print("| photos | variant | cold text p50 s | text peak RSS MB | cold image p50 s | "
-          "warm query ms (encode / FAISS / records) |")  # fmt: skip
+    print("| photos | variant | cold text p50 s (CPU s) | text peak RSS MB | cold image p50 s "
+          "(CPU s) | warm query ms (encode / FAISS / records) |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for r in rows:
         w = r.get("warm")
         warm_s = (f"{w['search']:.1f} ({w['encode']:.1f} / {w['faiss']:.1f} / {w['records']:.1f}, "
                   f"{w['kind']})" if w else "")  # fmt: skip
-        print(f"| {r['images']:,} | {r['variant']} | {r['text_s']:.2f} | {r['text_rss_mb']:.0f} | "
-              f"{r['image_s']:.2f} | {warm_s} |")  # fmt: skip
+        print(f"| {r['images']:,} | {r['variant']} | {r['text_s']:.2f} ({r['text_cpu_s']:.2f}) | "
+              f"{r['text_rss_mb']:.0f} | {r['image_s']:.2f} ({r['image_cpu_s']:.2f}) | "
+              f"{warm_s} |")  # fmt: skip
         if r.get("ui"):
             u = r["ui"]
             print(f"|  | UI ({r['variant']}) | start to page {u['page_s']:.1f} s | first search "

@@ -191,3 +191,18 @@ def test_runs_the_text_tower_the_verdict_chose(library):
     finally:
         with open(check_file, "w") as f:
             f.write(original)
+
+
+def test_ui_server_preloads_the_library_and_the_query_encoder(library):
+    """``app.serve`` loads both before Streamlit serves the page; the page takes them over."""
+    from app import state
+
+    cfg_file = os.fspath(library["file"])
+    state.start_preload(cfg_file).join()
+    cfg = load_config(cfg_file)
+    lib = state._PRELOADED[("library", state._config_key(cfg))]
+    enc = state._PRELOADED[("encoder", state._model_key(cfg))]
+    assert isinstance(enc, QueryEncoder) and lib.encoder() is enc
+    assert state.get_library(cfg) is lib and state.get_encoder(cfg) is enc
+    assert not state._PRELOADED  # handed over once
+    assert lib.search("a dog", k=3).hits

@@ -30,8 +30,8 @@ import yaml
 ROOT = Path(os.environ.get("CLIPSEARCH_BENCH_CACHE", "~/.cache/clipsearch-bench")).expanduser()
 BATCH = 20_000
 # Above this many rows the library is bulk-loaded with SQL as bench_query does (rows in the
-# store's schema, FAISS built by the store's start-up repair): IndexStore.apply writes ~200
-# rows/s with FAISS kept current on this 2-core machine, an hour for 1M.
+# store's schema, FAISS built by the store's start-up repair): through IndexStore.apply, 100k
+# rows took 6.4 min on this (busy) 2-core machine, so 1M would take over an hour.
 APPLY_MAX = 200_000
 
 

@@ -93,9 +93,9 @@ class _ChecksumWriter:
 
 def read(
     path: Path, mmap: bool = False, trusted: dict | None = None
-) -> tuple[dict, faiss.Index | None, dict]:
-    """(JSON header, FAISS index or None, the file's signature) of a file written by
-    :func:`write`. ``mmap``: FAISS maps the file instead of copying it (the index is then
+) -> tuple[dict, faiss.Index | None, dict, bool]:
+    """(JSON header, FAISS index or None, the file's signature, whether FAISS maps it) of a
+    file written by :func:`write`. ``mmap``: FAISS maps the file instead of copying it (the index is then
     read-only: see ``VectorIndex``). ``trusted``: a signature from :func:`write`; the CRC is
     not computed again when the file still has it."""
     with open(path, "rb") as f:
@@ -115,17 +115,18 @@ def read(
             raise ValueError(f"{path}: bad index header: not a JSON object")
         sig = signature(st, crc) if crc is not None else {}
         if not payload_len:
-            return meta, None, sig
+            return meta, None, sig, False
         f.seek(payload_start)
+        mmap = mmap and os.path.isdir("/proc/self/fd")
         try:
-            if mmap and os.path.isdir("/proc/self/fd"):
+            if mmap:
                 # the file we checked, even if a writer has replaced the path since
                 index = faiss.read_index(f"/proc/self/fd/{f.fileno()}", faiss.IO_FLAG_MMAP_IFC)
             else:
                 index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
         except RuntimeError as exc:
             raise ValueError(f"{path}: cannot read FAISS index: {exc}") from exc
-        return meta, index, sig
+        return meta, index, sig, mmap
 
 
 def _read_v2(f: BinaryIO, st: os.stat_result, path: Path, trusted: dict | None):

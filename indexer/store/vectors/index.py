@@ -356,7 +356,7 @@ class VectorIndex:
         it is truncated, corrupt (checksum) or not an index file.
         """
         path = Path(path)
-        meta, index, sig = file_format.read(path, mmap=mmap, trusted=trusted)
+        meta, index, sig, mapped = file_format.read(path, mmap=mmap, trusted=trusted)
         try:
             dim, kind = int(meta["dim"]), str(meta["kind"])
             generation, count = int(meta["generation"]), int(meta["count"])
@@ -365,7 +365,7 @@ class VectorIndex:
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: bad index header: {exc}") from exc
         self = cls(dim, kind, params, index)
-        self._mapped, self.file_signature = mmap and index is not None, sig
+        self._mapped, self.file_signature = mapped, sig
         self._ids = file_format.stored_ids(self._index, self.kind, self.dim, path)
         if self._ids.size != count:
             raise ValueError(f"{path}: header says {count} vectors, index holds {self._ids.size}")

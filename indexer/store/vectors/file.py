@@ -95,9 +95,9 @@ def read(
     path: Path, mmap: bool = False, trusted: dict | None = None
 ) -> tuple[dict, faiss.Index | None, dict, bool]:
     """(JSON header, FAISS index or None, the file's signature, whether FAISS maps it) of a
-    file written by :func:`write`. ``mmap``: FAISS maps the file instead of copying it (the index is then
-    read-only: see ``VectorIndex``). ``trusted``: a signature from :func:`write`; the CRC is
-    not computed again when the file still has it."""
+    file written by :func:`write`. ``mmap``: FAISS maps the file instead of copying it (the
+    index is then read-only: see ``VectorIndex``). ``trusted``: a signature from
+    :func:`write`; the CRC is not computed again when the file still has it."""
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
         f.seek(max(0, st.st_size - 8))

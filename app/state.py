@@ -23,6 +23,7 @@ from indexer.embed.encoder import ClipEncoder, Encoder, thread_plan
 from indexer.embed.images import decode, read_file
 from indexer.embed.query import reader_encoder
 from indexer.library import Library
+from indexer.store import map_vector_files
 
 DETAIL_MAX_SIDE = 1600  # the detail view shows the photo scaled down to this
 
@@ -83,6 +84,7 @@ def start_preload(config_path: str | None) -> threading.Thread:
 
     def run() -> None:
         start = time.perf_counter()
+        map_vector_files(False)  # a long-lived reader: FAISS scans faster in memory
         try:
             cfg = load_config(config_path)
             enc = _new_encoder(cfg)
@@ -148,6 +150,7 @@ class LazyEncoder:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _open_library(key: tuple, _cfg: Config) -> Library:
+    map_vector_files(False)  # a long-lived reader: FAISS scans faster in memory
     lib = _preloaded(("library", key))
     return lib or Library.open(_cfg, encoder=LazyEncoder(_cfg))  # type: ignore[arg-type]
 

@@ -69,6 +69,12 @@ def warm(config: Path, n: int) -> dict:
     """In this process (a fresh one): warm text -> top-20 latency and its parts, in ms."""
     from indexer import Library, load_config  # noqa: I001 - runs alone, as a script
 
+    try:  # as the UI does: a long-lived reader reads the vectors into memory
+        from indexer.store import map_vector_files
+
+        map_vector_files(False)
+    except ImportError:  # code from before the FAISS file was memory-mapped
+        pass
     with Library.open(load_config(config)) as lib:
         lib.search(TEXTS[0], k=20)  # load the model and the index
         enc, store = lib.encoder(), lib.store
@@ -135,6 +141,18 @@ def ui(tree: Path, config: Path, port: int) -> dict:
     return {"page_s": up - start, "first_s": times[0], "warm_s": statistics.median(times[1:])}
 
 
+def _warm_child(tree: Path, config: Path, queries: int) -> dict:
+    """:func:`warm` in a fresh process running ``tree``'s code."""
+    code = ("import json, statistics, sys, time\nfrom pathlib import Path\n"
+            f"TEXTS = {TEXTS!r}\n" + inspect.getsource(warm) +
+            "print(json.dumps(warm(Path(sys.argv[1]), int(sys.argv[2]))))")  # fmt: skip
+    cmd = [sys.executable, "-c", code, os.fspath(config), str(queries)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(tree), cwd=tree)
+    if out.returncode:
+        raise SystemExit(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", default="100000,1000000")
@@ -143,6 +161,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=30, help="warm queries per variant")
     ap.add_argument("--baseline", help="another checkout, run as the variant 'baseline'")
     ap.add_argument("--ui", action="store_true", help="also time the UI in Chromium")
+    ap.add_argument("--warm-rounds", type=int, default=3, help="warm processes per variant")
+    ap.add_argument("--skip-cold", action="store_true", help="warm queries (and UI) only")
     ap.add_argument("--json")
     args = ap.parse_args()
     weights = benchmark_weights(args.weights)
@@ -157,7 +177,7 @@ def main() -> None:
         if args.baseline:
             configs["baseline"] = baseline_copy(configs["this"])
         runs: dict[tuple, list[dict]] = {}
-        for r in range(args.runs):
+        for r in range(0 if args.skip_cold else args.runs):
             for name, tree in trees.items():
                 for what, q in (("text", [TEXTS[r % len(TEXTS)], "-k", "20"]),
                                 ("image", ["--image", photo, "-k", "20"])):  # fmt: skip
@@ -165,23 +185,22 @@ def main() -> None:
                     runs.setdefault((name, what), []).append(m)
                     print(f"  {name} {what}: {m['s']:.2f} s (CPU {m['cpu_s']:.2f} s), "
                           f"{m['rss_mb']:.0f} MB", flush=True)  # fmt: skip
+        warms: dict[str, list[dict]] = {}
+        for _ in range(args.warm_rounds):  # interleaved too, in fresh processes
+            for name, tree in trees.items():
+                warms.setdefault(name, []).append(_warm_child(tree, configs[name], args.queries))
+                print(f"  {name} warm: {warms[name][-1]}", flush=True)
         for name, tree in trees.items():
-            row = {"images": n, "variant": name}
-            for what in ("text", "image"):
+            row: dict = {"images": n, "variant": name}
+            for what in ("text", "image") if runs else ():
                 ms = runs[(name, what)]
                 row[f"{what}_s"] = statistics.median(m["s"] for m in ms)
                 row[f"{what}_cpu_s"] = statistics.median(m["cpu_s"] for m in ms)
                 row[f"{what}_rss_mb"] = statistics.median(m["rss_mb"] for m in ms)
                 row[f"{what}_runs"] = [round(m["s"], 2) for m in ms]
-            # the variant's own code, in a fresh process
-            code = ("import json, statistics, sys, time\nfrom pathlib import Path\n"
-                    f"TEXTS = {TEXTS!r}\n" + inspect.getsource(warm) +
-                    "print(json.dumps(warm(Path(sys.argv[1]), int(sys.argv[2]))))")  # fmt: skip
-            cmd = [sys.executable, "-c", code, os.fspath(configs[name]), str(args.queries)]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=_env(tree), cwd=tree)
-            if out.returncode:
-                raise SystemExit(out.stderr[-2000:])
-            row["warm"] = json.loads(out.stdout.strip().splitlines()[-1])
+            w = warms[name]
+            row["warm"] = {k: statistics.median(x[k] for x in w) for k in w[0] if k not in
+                           ("encoder", "kind")} | {"encoder": w[0]["encoder"], "kind": w[0]["kind"]}  # fmt: skip
             if args.ui:
                 row["ui"] = ui(tree, configs[name], 8650 + len(rows))
             rows.append(row)
@@ -196,6 +215,8 @@ def _table(rows: list[dict]) -> None:
           "(CPU s) | warm query ms (encode / FAISS / records) |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for r in rows:
+        if "text_s" not in r:
+            r.update(text_s=0, text_cpu_s=0, text_rss_mb=0, image_s=0, image_cpu_s=0)
         w = r.get("warm")
         warm_s = (f"{w['search']:.1f} ({w['encode']:.1f} / {w['faiss']:.1f} / {w['records']:.1f}, "
                   f"{w['kind']})" if w else "")  # fmt: skip

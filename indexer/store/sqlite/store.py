@@ -35,6 +35,7 @@ from indexer.types import ModelIdentity
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
 FAISS_FILE_KEY = "faiss_file"  # meta: the signature of the FAISS file last saved
+MAP_VECTOR_FILES = True  # readers memory-map the FAISS file (indexer.store.map_vector_files)
 _REPLAY_CHUNK = 20_000  # vectors read from SQLite at a time when replaying
 
 
@@ -116,7 +117,7 @@ class SqliteStore(SqliteTags, IndexStore):
                 # while the file is the one the writer last saved (its recorded signature)
                 trusted = json.loads(self.meta().get(FAISS_FILE_KEY) or "null")
                 self.index, self.index_gen = VectorIndex.load(
-                    self.faiss_path, mmap=not self.writer, trusted=trusted
+                    self.faiss_path, mmap=MAP_VECTOR_FILES and not self.writer, trusted=trusted
                 )
             except (ValueError, OSError, RuntimeError):
                 self.index, self.index_gen = None, 0

@@ -59,9 +59,10 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def streamlit_command(cfg: Config, host: str, port: int, browser: bool = False) -> list[str]:
-    """The ``streamlit run`` command line for the page with these settings."""
+    """The ``streamlit run`` command line for the page with these settings (run by
+    ``app.serve``, which loads the model and the index as the server starts)."""
     cmd = [
-        sys.executable, "-m", "streamlit", "run", os.fspath(MAIN),
+        sys.executable, "-m", "app.serve", "run", os.fspath(MAIN),  # streamlit, preloaded
         "--server.address", host, "--server.port", str(port),
         "--server.headless", "false" if browser else "true",
         "--server.maxUploadSize", str(cfg.ui.max_upload_mb),

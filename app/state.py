@@ -11,6 +11,7 @@ import io
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,11 @@ import streamlit as st
 from PIL import Image, ImageOps
 
 from indexer.config import Config, load_config
-from indexer.embed.encoder import ClipEncoder, thread_plan
+from indexer.embed.encoder import ClipEncoder, Encoder, thread_plan
 from indexer.embed.images import decode, read_file
+from indexer.embed.query import reader_encoder
 from indexer.library import Library
+from indexer.store import map_vector_files
 
 DETAIL_MAX_SIDE = 1600  # the detail view shows the photo scaled down to this
 
@@ -62,12 +65,57 @@ def _model_key(cfg: Config) -> tuple:
             os.fspath(cfg.cache_dir) if cfg.cache_dir else None)  # fmt: skip
 
 
+def _new_encoder(cfg: Config) -> Encoder:
+    """The query encoder: the model's torch-free ONNX towers where they can run, else the
+    full model (indexer.embed.query)."""
+    return reader_encoder(cfg, lambda: ClipEncoder.from_config(cfg, thread_plan(cfg).model_threads))
+
+
+# What the server process loaded at start (start_preload), handed to the first page run.
+_PRELOADED: dict[tuple, Any] = {}
+_PRELOAD: list[threading.Thread] = []
+
+
+def start_preload(config_path: str | None) -> threading.Thread:
+    """Load the Library and the query encoder of the config at ``config_path`` in a thread,
+    and run one query (index pages, tokenizer tables): what ``app.serve`` does as the server
+    starts, so that the first search of the page finds them loaded. Failures (no index yet,
+    no model) are left for the page to show."""
+
+    def run() -> None:
+        start = time.perf_counter()
+        map_vector_files(False)  # a long-lived reader: FAISS scans faster in memory
+        try:
+            cfg = load_config(config_path)
+            enc = _new_encoder(cfg)
+            _PRELOADED["encoder", _model_key(cfg)] = enc
+            lib = Library.open(cfg, encoder=enc)
+            _PRELOADED["library", _config_key(cfg)] = lib
+            lib.search("a photo", k=1)
+        except Exception as exc:  # noqa: BLE001 - the page reports it with its reason
+            print(f"clipsearch: preload: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return
+        print(f"clipsearch: model and index loaded in {time.perf_counter() - start:.2f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    thread = threading.Thread(target=run, name="clipsearch-preload", daemon=True)
+    _PRELOAD.append(thread)
+    thread.start()
+    return thread
+
+
+def _preloaded(key: tuple) -> Any:
+    for thread in _PRELOAD:
+        thread.join()
+    return _PRELOADED.pop(key, None)
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _load_encoder(key: tuple, _cfg: Config) -> ClipEncoder:
-    return ClipEncoder.from_config(_cfg, thread_plan(_cfg).model_threads)
+def _load_encoder(key: tuple, _cfg: Config) -> Encoder:
+    return _preloaded(("encoder", key)) or _new_encoder(_cfg)
 
 
-def get_encoder(cfg: Config) -> ClipEncoder:
+def get_encoder(cfg: Config) -> Encoder:
     """The configured model, loaded once per process. Raises EncoderUnavailableError."""
     return _load_encoder(_model_key(cfg), cfg)
 
@@ -79,7 +127,7 @@ class LazyEncoder:
         self._cfg = cfg
 
     @property
-    def _enc(self) -> ClipEncoder:
+    def _enc(self) -> Encoder:
         return get_encoder(self._cfg)
 
     @property
@@ -102,7 +150,9 @@ class LazyEncoder:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _open_library(key: tuple, _cfg: Config) -> Library:
-    return Library.open(_cfg, encoder=LazyEncoder(_cfg))  # type: ignore[arg-type]
+    map_vector_files(False)  # a long-lived reader: FAISS scans faster in memory
+    lib = _preloaded(("library", key))
+    return lib or Library.open(_cfg, encoder=LazyEncoder(_cfg))  # type: ignore[arg-type]
 
 
 def get_library(cfg: Config) -> Library:

@@ -10,6 +10,7 @@ import torch
 
 from .build import build_model, describe
 from .checkpoints import read_checkpoint
+from .cpu import cpu_has_int8_dot, cpu_has_native_bf16
 from .download import MODELS, available_models, download, known_sha256s
 from .model import CLIP
 from .preprocess import Preprocess, for_model
@@ -22,36 +23,6 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
 ]
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):  # x86 / Arm
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU runs bf16 matrix maths natively (AVX512-BF16 or AMX-BF16).
-
-    Such CPUs run CLIP about twice as fast in bf16 as in fp32, with embeddings whose cosine
-    to the fp32 ones stays above 0.9999 (bench/bench_model.py measures it).
-    """
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-def cpu_has_int8_dot() -> bool:
-    """True when this CPU has 8-bit dot-product instructions (x86 VNNI, Arm dotprod).
-
-    ONNX Runtime's int8 products are fast and exact there; on x86 without VNNI they use an
-    instruction that can saturate (ONNX Runtime's quantization guide), so int8 is not chosen
-    automatically on such CPUs.
-    """
-    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
 
 
 def _release_memory() -> None:
@@ -158,8 +129,11 @@ def load(
         from .fastpath import select
 
         chain = _torch_only(model, chain)
-        runner, _ = select(model, chain, download_root, f"{backend} {precision}", threads,
-                           image_sessions, selfcheck)  # fmt: skip
+        runner, report = select(model, chain, download_root, f"{backend} {precision}", threads,
+                                image_sessions, selfcheck)  # fmt: skip
+        if selfcheck and getattr(model, "family", "clip") == "clip":
+            _record_for_queries(model, runner, report, path, f"{backend} {precision}",
+                                download_root)  # fmt: skip
         if runner is not model:
             del model
             _release_memory()
@@ -217,6 +191,17 @@ def _torch_only(model, chain: list[str]) -> list[str]:
             "running torch", ", ".join(p for p in chain if p not in kept), model.family,
         )  # fmt: skip
     return kept or ["torch fp32"]
+
+
+def _record_for_queries(model, runner, report, path: Path, requested: str, cache_dir) -> None:
+    """Record what this self-checked load chose, so that a query can run it without torch
+    (clipmodel.query)."""
+    from .fastpath import check_file
+    from .query import write_manifest
+
+    checks = [check_file(model, c.path, cache_dir) for c in report.checks]
+    machine = {"int8_dot": cpu_has_int8_dot(), "native_bf16": cpu_has_native_bf16()}
+    write_manifest(runner, path, requested, cache_dir, checks, machine)
 
 
 def _chain(backend: str, precision: str, device) -> list[str] | None:

@@ -57,10 +57,10 @@ ORT_AUTO = ("int8", "int8-mild")
 
 def code_version() -> str:
     """What a cached measurement must have been made by to be reused."""
-    from . import __version__
+    from . import onnx_common
     from .onnx_export import EXPORT_VERSION
 
-    return f"clipmodel {__version__}, check {CHECK_VERSION}, export {EXPORT_VERSION}"
+    return onnx_common.code_version(EXPORT_VERSION)
 
 
 def _ort_ok() -> bool:

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from .model import CLIP
+from .onnx_common import image_patches, pixels_from_normalized, text_feed
+from .onnx_common import session as _session
 from .onnx_export import (  # noqa: F401  (re-exported: the backend's public names)
     EXPORT_VERSION,
     QUANTIZATIONS,
@@ -37,7 +39,6 @@ from .onnx_export import (  # noqa: F401  (re-exported: the backend's public nam
     export_onnx,
     onnxruntime_available,
 )
-from .preprocess import MEAN, STD
 
 __all__ = [
     "OnnxCLIP",
@@ -49,45 +50,6 @@ __all__ = [
 ]
 
 SINGLE_THREAD_ROWS = 8  # images per call of a single-threaded image session (see OnnxCLIP)
-
-
-def image_patches(pixels: np.ndarray, patch: int) -> np.ndarray:
-    """(…, H, W, 3) uint8 images -> (…, (H/patch) * (W/patch), patch * patch * 3) patches,
-    row-major over the grid, each patch laid out (row, column, colour): the int8 ViT input."""
-    *lead, h, w, c = pixels.shape
-    gh, gw = h // patch, w // patch
-    x = pixels.reshape(*lead, gh, patch, gw, patch, c)
-    k = len(lead)
-    x = x.transpose(*range(k), k, k + 2, k + 1, k + 3, k + 4)
-    return np.ascontiguousarray(x).reshape(*lead, gh * gw, patch * patch * c)
-
-
-def pixels_from_normalized(images: np.ndarray) -> np.ndarray:
-    """Normalised float images (B, 3, H, W) -> the 8-bit RGB pixels (B, H, W, 3) they came from
-    (exact for ``preprocess``'s output; other values round to the nearest 8-bit level)."""
-    std, mean = np.asarray(STD, np.float32), np.asarray(MEAN, np.float32)
-    pixels = images.transpose(0, 2, 3, 1) * (255.0 * std) + 255.0 * mean
-    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
-
-
-def _spinning_default() -> bool:
-    """ORT's threads spin while waiting unless OMP_WAIT_POLICY=PASSIVE asks every runtime in
-    the process not to (the clipsearch CLI sets it so decode threads get the CPU)."""
-    return os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
-
-
-def _session(path: Path, threads: int, spinning: bool | None) -> Any:
-    import onnxruntime as ort
-
-    if spinning is None:
-        spinning = _spinning_default()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Spinning worker threads take the CPU that image-decoding threads need.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
 
 
 class OnnxCLIP:
@@ -211,16 +173,16 @@ class OnnxCLIP:
         if self._text_model is not None:
             with torch.inference_mode():
                 return self._text_model.encode_text(text, attention_mask).float()
-        if attention_mask is not None:
-            eot = attention_mask.long().sum(dim=-1) - 1
+        if attention_mask is None:
+            feed = text_feed(text.cpu().numpy())
         else:
-            eot = text.argmax(dim=-1)
-        # Causal attention: the padding after the longest sequence cannot change any result.
-        n = max(2, int(eot.max()) + 1)
-        feed = {
-            "tokens": np.ascontiguousarray(text[:, :n].cpu().numpy().astype(np.int64)),
-            "eot": eot.cpu().numpy().astype(np.int64),
-        }
+            eot = attention_mask.long().sum(dim=-1) - 1
+            # Causal attention: the padding after the longest sequence cannot change any result.
+            n = max(2, int(eot.max()) + 1)
+            feed = {
+                "tokens": np.ascontiguousarray(text[:, :n].cpu().numpy().astype(np.int64)),
+                "eot": eot.cpu().numpy().astype(np.int64),
+            }
         return torch.from_numpy(self._text.run(None, feed)[0])
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

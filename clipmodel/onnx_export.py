@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
+import importlib.util  # noqa: F401 - the availability check's (tests patch find_spec here)
 import json
 import os
 import shutil
@@ -35,32 +35,19 @@ import torch
 from torch import nn
 
 from .model import CLIP
+from .onnx_common import (  # noqa: F401  (re-exported)
+    EXPORT_VERSION,
+    QUANTIZATIONS,
+    OnnxUnavailableError,
+    onnxruntime_available,
+    require,
+)
 from .preprocess import MEAN, STD
 
 __all__ = ["EXPORT_VERSION", "QUANTIZATIONS", "OnnxUnavailableError", "cache_key", "export_onnx",
            "onnxruntime_available"]  # fmt: skip
 
-EXPORT_VERSION = 3  # bump when the exported graphs change, to invalidate cached files
-QUANTIZATIONS = ("int8", "int8-mild", "int8-dynamic", "fp32")
-_REQUIRED = ("onnxruntime", "onnx", "onnxscript")
-
-
-class OnnxUnavailableError(RuntimeError):
-    """ONNX Runtime (or the exporter's packages) is not installed."""
-
-
-def onnxruntime_available() -> bool:
-    """True when ONNX Runtime and the packages the exporter needs are installed."""
-    return all(importlib.util.find_spec(name) is not None for name in _REQUIRED)
-
-
-def _require() -> None:
-    missing = [name for name in _REQUIRED if importlib.util.find_spec(name) is None]
-    if missing:
-        raise OnnxUnavailableError(
-            f"the onnxruntime backend needs {', '.join(missing)}: "
-            "pip install 'clipsearch[onnx]' (or set model.backend: torch)"
-        )
+_require = require
 
 
 class _ImageGraph(nn.Module):

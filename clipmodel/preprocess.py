@@ -12,11 +12,13 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import torch
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -145,6 +147,9 @@ def resize_fast(img: Image.Image, size: tuple[int, int]) -> Image.Image:
         return img.resize((w, h), Image.BICUBIC)
     if (w, h) == img.size:
         return img.copy()  # as Pillow's resize does
+    import torch
+    import torch.nn.functional as F
+
     src_w, src_h = img.size
     x = torch.from_numpy(_rgb_array(img)).view(1, src_h, src_w, 3).permute(0, 3, 1, 2)
     # torch runs the horizontal pass first; Pillow 13 runs the vertical one first when the
@@ -177,10 +182,10 @@ _SCALE = (1.0 / (255.0 * np.asarray(STD, dtype=np.float64))).astype(np.float32)
 _SHIFT = (np.asarray(MEAN, dtype=np.float64) / np.asarray(STD, dtype=np.float64)).astype(np.float32)
 
 
-def to_tensor(
+def to_array(
     img: Image.Image, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD
-) -> torch.Tensor:
-    """RGB image -> normalised float32 CHW tensor (ToTensor + Normalize).
+) -> np.ndarray:
+    """RGB image -> normalised float32 CHW array (ToTensor + Normalize), without torch.
 
     Computed as ``x * (1 / (255 std)) - mean / std`` on the channel-first bytes: the same
     values to within float32 rounding (1e-6), in one pass instead of three.
@@ -194,7 +199,16 @@ def to_tensor(
     out = np.empty(chw.shape, dtype=np.float32)
     np.multiply(chw, scale[:, None, None], out=out)
     out -= shift[:, None, None]
-    return torch.from_numpy(out)
+    return out
+
+
+def to_tensor(
+    img: Image.Image, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD
+) -> torch.Tensor:
+    """:func:`to_array` as a torch tensor (the models' input)."""
+    import torch
+
+    return torch.from_numpy(to_array(img, mean, std))
 
 
 @dataclass(frozen=True)
@@ -244,10 +258,22 @@ class Preprocess:
         return to_tensor(img, tuple(self.spec.mean), tuple(self.spec.std))
 
     def __call__(self, image: ImageInput) -> torch.Tensor:
+        import torch
+
+        return torch.from_numpy(self.array(image))
+
+    def crop(self, image: ImageInput) -> Image.Image:
+        """The image resized and centre-cropped (or squashed to size, per the spec), before
+        the conversion to numbers: what :meth:`array` and the call normalise."""
         img = to_supported_mode(open_image(image, self.max_pixels))
         if self.is_openai:
-            return to_tensor(center_crop(resize_short_side(img, self.n_px), self.n_px))
-        return self.finish(self.resize(img))
+            return center_crop(resize_short_side(img, self.n_px), self.n_px)
+        resized = self.resize(img)
+        return center_crop(resized, self.n_px) if self.spec.crop else resized
+
+    def array(self, image: ImageInput) -> np.ndarray:
+        """The model input as a numpy array (3, n, n): the same numbers, without torch."""
+        return to_array(self.crop(image), tuple(self.spec.mean), tuple(self.spec.std))
 
     def __repr__(self) -> str:
         s = self.spec

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import gzip
 import html
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
-import ftfy
 import regex
-import torch
 
 VOCAB_PATH = Path(__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
@@ -39,9 +37,15 @@ def _byte_alphabet() -> dict[int, str]:
     return table
 
 
+_PLAIN = regex.compile(r"[ -%'-~]*")  # printable ASCII but "&": nothing for ftfy to repair
+
+
 def clean(text: str) -> str:
     """ftfy repair, double HTML unescape, whitespace collapse, lower case (as OpenAI's tokenizer)."""
-    text = ftfy.fix_text(text)
+    if not _PLAIN.fullmatch(text):  # ftfy (slow to import) only for text it could change
+        import ftfy
+
+        text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
     return _WHITESPACE.sub(" ", text).strip().lower()
 
@@ -51,15 +55,13 @@ class Tokenizer:
 
     def __init__(self, vocab_path: str | Path = VOCAB_PATH):
         self.byte_encoder = _byte_alphabet()
-        self.byte_decoder = {v: k for k, v in self.byte_encoder.items()}
         with gzip.open(vocab_path, "rt", encoding="utf-8") as f:
             lines = f.read().split("\n")[1 : _N_MERGES + 1]
         merges = [tuple(line.split()) for line in lines]
         symbols = list(self.byte_encoder.values())
         vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [SOT, EOT]
-        self.encoder = {tok: i for i, tok in enumerate(vocab)}
-        self.decoder = {i: tok for tok, i in self.encoder.items()}
-        self.merge_rank = {m: i for i, m in enumerate(merges)}
+        self.encoder = dict(zip(vocab, range(len(vocab))))
+        self.merge_rank = dict(zip(merges, range(len(merges))))
         self.sot_token = self.encoder[SOT]
         self.eot_token = self.encoder[EOT]
         self._bpe = lru_cache(maxsize=65536)(self._bpe_uncached)
@@ -95,6 +97,14 @@ class Tokenizer:
             ids.extend(self.encoder[t] for t in self._bpe(word))
         return ids
 
+    @cached_property
+    def decoder(self) -> dict[int, str]:
+        return {i: tok for tok, i in self.encoder.items()}
+
+    @cached_property
+    def byte_decoder(self) -> dict[str, int]:
+        return {v: k for k, v in self.byte_encoder.items()}
+
     def decode(self, ids) -> str:
         """Text of token ids (word boundaries become spaces)."""
         text = "".join(self.decoder[int(i)] for i in ids)
@@ -120,6 +130,8 @@ def tokenize(
     ``truncate``, which keeps the start and ends with the end-of-text token. With
     ``return_attention_mask`` returns ``(tokens, mask)`` where mask is 1 on real tokens.
     """
+    import torch
+
     if isinstance(texts, str):
         texts = [texts]
     tok = get_tokenizer()
@@ -153,3 +165,39 @@ def _clip_text_tokenizer(context_length: int):
     tok = get_tokenizer()
     return TextTokenizer(tok.encode, context_length, 0, [tok.sot_token], [tok.eot_token],
                          source="CLIP BPE")  # fmt: skip
+
+
+def text_windows(
+    texts, context_length: int = 77, stride: int | None = None
+) -> tuple[list[list[int]], list[int]]:
+    """Token windows of texts of any length, and the text each window belongs to.
+
+    Text that fits the context is one window. Longer text is cut into windows of
+    ``context_length - 2`` tokens overlapping by ``stride`` (default half a window); the
+    start/end tokens are not included (see :func:`window_tokens`).
+    """
+    tok = get_tokenizer()
+    width = context_length - 2
+    step = stride or max(1, width // 2)
+    windows: list[list[int]] = []
+    owner: list[int] = []
+    for i, text in enumerate(texts):
+        ids = tok.encode(text)
+        starts = [0] if len(ids) <= width else list(range(0, len(ids) - width + step, step))
+        for s in starts:
+            windows.append(ids[s : s + width])
+            owner.append(i)
+    return windows, owner
+
+
+def window_tokens(windows, context_length: int = 77):
+    """Zero-padded int32 token rows (N, context_length) of windows, each wrapped in the
+    start and end-of-text tokens (a numpy array: no torch)."""
+    import numpy as np
+
+    tok = get_tokenizer()
+    out = np.zeros((len(windows), context_length), dtype=np.int32)
+    for row, ids in enumerate(windows):
+        seq = [tok.sot_token, *ids, tok.eot_token]
+        out[row, : len(seq)] = seq
+    return out

@@ -31,6 +31,7 @@ import numpy as np
 from indexer.config import Config
 from indexer.embed.encoder import ClipEncoder, Encoder, thread_plan
 from indexer.embed.images import remove_thumbnails, thumbnail_file
+from indexer.embed.query import reader_encoder
 from indexer.ingest.fastpaths import apply_check, check_pipeline, fast_paths_doc
 from indexer.ingest.pipeline import Indexer, IndexReport
 from indexer.ingest.scan import check_roots
@@ -164,12 +165,14 @@ class Library:
 
     # ----------------------------------------------------------------- model
     def encoder(self) -> Encoder:
-        """The configured model (loaded on first use)."""
+        """The configured model (loaded on first use); readers take its torch-free query
+        encoder where it can run (indexer.embed.query)."""
         if self._encoder is None:
-            # Readers (UI, CLI search) encode one query at a time, often beside a running
-            # indexer: one thread avoids OpenMP stalls when the other core is busy.
-            threads = thread_plan(self.cfg).model_threads if self.writer else 1
-            self._encoder = ClipEncoder.from_config(self.cfg, threads)
+            def full() -> Encoder:  # readers: 1 thread (no OpenMP stalls beside an indexer)
+                threads = thread_plan(self.cfg).model_threads if self.writer else 1
+                return ClipEncoder.from_config(self.cfg, threads)
+
+            self._encoder = full() if self.writer else reader_encoder(self.cfg, full)
         return self._encoder
 
     # ----------------------------------------------------------------- writing

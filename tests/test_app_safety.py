@@ -174,7 +174,7 @@ def test_streamlit_command(tmp_path):
     cfg = load_config(cfg_file)
     cmd = commands.streamlit_command(cfg, "127.0.0.1", 8600)
     joined = " ".join(cmd)
-    assert "streamlit run" in joined and joined.endswith(f"-- --config {cfg_file}")
+    assert "-m app.serve run" in joined and joined.endswith(f"-- --config {cfg_file}")
     assert "--server.address 127.0.0.1" in joined and "--server.port 8600" in joined
     assert "--server.headless true" in joined and "--server.maxUploadSize 7" in joined
     assert "--browser.gatherUsageStats false" in joined

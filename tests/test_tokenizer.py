@@ -162,3 +162,23 @@ def test_encode_text_long_windows(tiny_checkpoint):
         model.encode_text(clip.tokenize([text], truncate=True)).float(), dim=-1
     )
     assert (emb - trunc).abs().max() > 1e-4
+
+
+def test_plain_ascii_skips_ftfy_and_changes_nothing():
+    """clean() leaves ftfy out for printable ASCII without "&" (the torch-free query path
+    saves its import): ftfy would return such text unchanged."""
+    import html
+
+    import ftfy
+
+    from clipmodel.tokenizer import _PLAIN, clean
+
+    rng = random.Random(15)
+    alphabet = "".join(chr(c) for c in range(32, 127) if chr(c) != "&")
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        assert _PLAIN.fullmatch(text) and ftfy.fix_text(text) == text
+    for text in ("caf\u00c3\u00a9 &amp; cr\u00c3\u00a8me", "a\tb\r\nc", "x &lt; y", "\u201cq\u201d"):
+        assert not _PLAIN.fullmatch(text)  # these go through ftfy, as before
+        repaired = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+        assert clean(text) == " ".join(repaired.split()).lower()

@@ -427,3 +427,62 @@ def test_corrupt_bytes_raise_value_error(small, tmp_path):
     path.write_bytes(b"not an index at all, just some text padding it out")
     with pytest.raises(ValueError, match="not a clipsearch vector index"):
         VectorIndex.load(path)
+
+
+# ------------------------------------------------------------------- memory-mapped readers
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_memory_mapped_load_searches_alike_and_copies_before_a_change(kind, small, tmp_path):
+    ids, x = small
+    index = build_small(kind, ids, x)
+    path = tmp_path / "vectors.idx"
+    sig = index.save(path, generation=5)
+    before = path.read_bytes()
+    mapped, generation = VectorIndex.load(path, mmap=True, trusted=sig)
+    assert generation == 5 and mapped._mapped and mapped.file_signature == sig
+    for allowed in (None, ids[100:160]):
+        a = index.search(x[:10], 7, allowed_ids=allowed)
+        b = mapped.search(x[:10], 7, allowed_ids=allowed)
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[0], b[0])
+    # a change (a reader replaying a writer's rows) works on a copy; the file stays as it was
+    mapped.add(ids[:3] + 10_000, x[:3])
+    assert mapped.remove(ids[3:5]) == 2 and len(mapped) == len(index) + 1 and not mapped._mapped
+    assert mapped.search(x[0], 1)[1][0, 0] in (ids[0], ids[0] + 10_000)
+    assert path.read_bytes() == before
+
+
+def test_a_stale_signature_does_not_skip_the_checksum(small, tmp_path):
+    ids, x = small
+    path = tmp_path / "vectors.idx"
+    sig = VectorIndex.build(ids, x).save(path, generation=3)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside FAISS's bytes, which start the file
+    path.write_bytes(bytes(data))  # a rewritten file: another ctime, so another signature
+    for mmap in (False, True):
+        with pytest.raises(ValueError, match="checksum"):
+            VectorIndex.load(path, mmap=mmap, trusted=sig)
+
+
+def test_format_1_files_are_still_read(small, tmp_path):
+    """Files written before FAISS's bytes moved to the front (format 1) load, copied."""
+    import json
+    import struct
+    import zlib
+
+    import faiss
+
+    ids, x = small
+    index = VectorIndex.build(ids, x)
+    header = json.dumps({"dim": 16, "kind": "flat", "generation": 9, "count": len(ids),
+                         "params": {"nlist": None, "nprobe": None, "m": 32,
+                                    "ef_construction": 40, "ef_search": 128}}).encode()  # fmt: skip
+    payload = faiss.serialize_index(index._index).tobytes()
+    crc = zlib.crc32(payload, zlib.crc32(header))
+    path = tmp_path / "old.idx"
+    path.write_bytes(struct.pack("<8sII", b"CSVINDEX", 1, len(header)) + header + payload
+                     + struct.pack("<QI8s", len(payload), crc, b"CSVIEND\x00"))  # fmt: skip
+    loaded, generation = VectorIndex.load(path, mmap=True)
+    assert generation == 9 and not loaded._mapped
+    np.testing.assert_array_equal(loaded.search(x[:5], 3)[1], index.search(x[:5], 3)[1])

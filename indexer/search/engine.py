@@ -123,7 +123,10 @@ class SearchEngine:
         except BadImage as exc:
             raise QueryError(f"cannot use query image: {exc}") from None
         enc = self._encoder(store)
-        return enc.encode_images([enc.preprocess(dec.image)])[0]
+        # A query image takes OpenAI's exact resize: one image, speed does not matter
+        prepare = getattr(enc, "prepare", None)
+        x = prepare(dec.image, fast_resize=False)[0] if prepare else enc.preprocess(dec.image)
+        return enc.encode_images([x])[0]
 
     def _id_vector(self, store: IndexStore, image_id: int) -> np.ndarray:
         ids, vecs = store.vectors([int(image_id)])

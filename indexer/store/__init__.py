@@ -47,6 +47,16 @@ def set_search_threads(n: int) -> None:
     set_threads(n)
 
 
+def map_vector_files(enabled: bool) -> None:
+    """Whether readers of this process memory-map the vector index file (the default: a
+    one-shot query process loads any size in milliseconds) or read it into memory (better
+    for a long-lived reader such as the UI: a flat scan measured ~1.6x faster in anonymous
+    memory, which the kernel backs with huge pages, than in the mapped page cache)."""
+    from indexer.store.sqlite import store
+
+    store.MAP_VECTOR_FILES = bool(enabled)
+
+
 def open_store(path: Path | str, writer: bool = False, kind: str = "auto") -> IndexStore:
     """Open the SQLite index version in the folder ``path`` (writers create it; ``kind``: the
     vector index's), or, for a ``postgresql://`` URL, the database's active version (a writer

@@ -11,6 +11,7 @@ The contract is :class:`indexer.store.base.IndexStore`'s.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -34,6 +35,8 @@ from indexer.types import ModelIdentity
 
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
+FAISS_FILE_KEY = "faiss_file"  # meta: the signature of the FAISS file last saved
+MAP_VECTOR_FILES = True  # readers memory-map the FAISS file (indexer.store.map_vector_files)
 _REPLAY_CHUNK = 20_000  # vectors read from SQLite at a time when replaying
 
 
@@ -107,7 +110,12 @@ class SqliteStore(SqliteTags, IndexStore):
         self.index, self.index_gen = None, 0
         if self._faiss_sig is not None:
             try:
-                self.index, self.index_gen = VectorIndex.load(self.faiss_path)
+                # readers map the file (no copy, shared page cache); the checksum is skipped
+                # while the file is the one the writer last saved (its recorded signature)
+                trusted = json.loads(self.meta().get(FAISS_FILE_KEY) or "null")
+                self.index, self.index_gen = VectorIndex.load(
+                    self.faiss_path, mmap=MAP_VECTOR_FILES and not self.writer, trusted=trusted
+                )
             except (ValueError, OSError, RuntimeError):
                 self.index, self.index_gen = None, 0
         if self.index is not None and dim is not None and self.index.dim != dim:
@@ -216,7 +224,8 @@ class SqliteStore(SqliteTags, IndexStore):
             return False
         if interval is not None and time.monotonic() - self._last_save < interval:
             return False
-        self.index.save(self.faiss_path, self.index_gen)
+        sig = self.index.save(self.faiss_path, self.index_gen)
+        self.set_meta({FAISS_FILE_KEY: json.dumps(sig, sort_keys=True)})
         self._faiss_sig = self._faiss_signature()
         self._last_save = time.monotonic()
         self._dirty = False

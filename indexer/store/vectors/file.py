@@ -1,8 +1,16 @@
-"""The vector index file: an envelope around FAISS's own serialisation, written atomically.
+"""The vector index file: FAISS's own serialisation inside a checked envelope, written atomically.
 
-Layout: MAGIC, u32 version, u32 header length, JSON header, FAISS index bytes, then a trailer
-(u64 payload length, u32 CRC32 of header+payload, END_MAGIC). A truncated or corrupt file is
-a ``ValueError`` naming it, never a crash inside FAISS.
+Layout (version 2): the FAISS index bytes from offset 0, so that FAISS can memory-map the file
+itself (readers then load a library of any size in milliseconds and share the page cache), then
+the JSON header and a trailer (u64 payload length, u32 header length, u32 CRC32 of
+payload+header, END_MAGIC_2). Version 1 files (MAGIC, u32 version, u32 header length, header,
+payload, trailer u64 length, u32 CRC32, END_MAGIC) are still read. A truncated or corrupt file
+is a ``ValueError`` naming it, never a crash inside FAISS.
+
+Checking the CRC reads the whole file. :func:`write` returns the file's *signature* (inode,
+device, size, mtime, ctime and the CRC); a reader given that signature (the store keeps the
+last one it wrote) skips the CRC when the file still has it: the bytes are the ones written
+and checked, as nothing can rewrite a file without changing its ctime.
 """
 
 from __future__ import annotations
@@ -21,17 +29,20 @@ import numpy as np
 
 _MAGIC = b"CSVINDEX"
 _END_MAGIC = b"CSVIEND\x00"
+_END_MAGIC_2 = b"CSVIEND2"
 _VERSION = 1
 _PREFIX = struct.Struct("<8sII")
 _TRAILER = struct.Struct("<QI8s")
+_TRAILER_2 = struct.Struct("<QII8s")
 _MAX_HEADER = 1 << 20
 _CHUNK = 1 << 24
 
 
 def write(
     path: str | Path, header: bytes, payload: Callable[[Callable[[bytes], int]], None] | None
-) -> None:
-    """Atomically write ``header`` and what ``payload(write)`` writes to ``path``.
+) -> dict:
+    """Atomically write what ``payload(write)`` writes and ``header`` to ``path``; returns the
+    new file's signature (see the module docs).
 
     Writes a temporary file in the same directory, fsyncs it, renames it over ``path``
     and fsyncs the directory, so readers see either the old or the new file.
@@ -41,15 +52,13 @@ def write(
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_PREFIX.pack(_MAGIC, _VERSION, len(header)))
-            f.write(header)
-            crc = zlib.crc32(header)
-            length = 0
+            sink = _ChecksumWriter(f, 0)
             if payload is not None:
-                sink = _ChecksumWriter(f, crc)
                 payload(sink.write)
-                crc, length = sink.crc, sink.length
-            f.write(_TRAILER.pack(length, crc, _END_MAGIC))
+            length = sink.length
+            f.write(header)
+            crc = zlib.crc32(header, sink.crc)
+            f.write(_TRAILER_2.pack(length, len(header), crc, _END_MAGIC_2))
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
@@ -58,6 +67,13 @@ def write(
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    return signature(os.stat(path), crc)
+
+
+def signature(st: os.stat_result, crc: int) -> dict:
+    """What identifies one written file: a replaced or rewritten file has another."""
+    return {"ino": st.st_ino, "dev": st.st_dev, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns, "crc": crc}  # fmt: skip
 
 
 class _ChecksumWriter:
@@ -75,24 +91,75 @@ class _ChecksumWriter:
         return len(data)
 
 
-def read(path: Path) -> tuple[dict, faiss.Index | None]:
-    """(JSON header, FAISS index or None) of a file written by :func:`write`."""
+def read(
+    path: Path, mmap: bool = False, trusted: dict | None = None
+) -> tuple[dict, faiss.Index | None, dict, bool]:
+    """(JSON header, FAISS index or None, the file's signature, whether FAISS maps it) of a
+    file written by :func:`write`. ``mmap``: FAISS maps the file instead of copying it (the
+    index is then read-only: see ``VectorIndex``). ``trusted``: a signature from
+    :func:`write`; the CRC is not computed again when the file still has it."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        header, payload_start, payload_len = read_envelope(f, size, path)
+        st = os.fstat(f.fileno())
+        f.seek(max(0, st.st_size - 8))
+        if f.read(8) == _END_MAGIC_2:
+            header, payload_start, payload_len, crc = _read_v2(f, st, path, trusted)
+        else:
+            f.seek(0)
+            header, payload_start, payload_len = read_envelope(f, st.st_size, path)
+            crc, mmap = None, False  # version 1: the payload does not start the file
         try:
             meta = json.loads(header)
         except ValueError as exc:
             raise ValueError(f"{path}: bad index header: {exc}") from exc
         if not isinstance(meta, dict):
             raise ValueError(f"{path}: bad index header: not a JSON object")
+        sig = signature(st, crc) if crc is not None else {}
         if not payload_len:
-            return meta, None
+            return meta, None, sig, False
         f.seek(payload_start)
+        mmap = mmap and os.path.isdir("/proc/self/fd")
         try:
-            return meta, faiss.read_index(faiss.PyCallbackIOReader(f.read))
+            if mmap:
+                # the file we checked, even if a writer has replaced the path since
+                index = faiss.read_index(f"/proc/self/fd/{f.fileno()}", faiss.IO_FLAG_MMAP_IFC)
+            else:
+                index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
         except RuntimeError as exc:
             raise ValueError(f"{path}: cannot read FAISS index: {exc}") from exc
+        return meta, index, sig, mmap
+
+
+def _read_v2(f: BinaryIO, st: os.stat_result, path: Path, trusted: dict | None):
+    """Check a version 2 file; returns (header, payload offset, payload length, CRC)."""
+    size = st.st_size
+    if size < _TRAILER_2.size:
+        raise ValueError(f"{path}: truncated or corrupt index file")
+    f.seek(size - _TRAILER_2.size)
+    payload_len, header_len, crc, _ = _TRAILER_2.unpack(f.read(_TRAILER_2.size))
+    if header_len > _MAX_HEADER or payload_len + header_len + _TRAILER_2.size != size:
+        raise ValueError(f"{path}: truncated or corrupt index file")
+    f.seek(payload_len)
+    header = f.read(header_len)
+    if trusted != signature(st, crc):
+        f.seek(0)
+        actual = _crc_of(f, payload_len, path)
+        if zlib.crc32(header, actual) != crc:
+            raise ValueError(f"{path}: index file checksum mismatch (corrupt)")
+    return header, 0, payload_len, crc
+
+
+def _crc_of(f: BinaryIO, length: int, path: Path) -> int:
+    """CRC32 of the next ``length`` bytes, read through one reused buffer."""
+    buf = bytearray(min(_CHUNK, max(length, 1)))
+    view = memoryview(buf)
+    crc, remaining = 0, length
+    while remaining:
+        n = f.readinto(view[: min(len(buf), remaining)])
+        if not n:
+            raise ValueError(f"{path}: truncated index file")
+        crc = zlib.crc32(view[:n], crc)
+        remaining -= n
+    return crc
 
 
 def read_header(path: Path) -> dict:

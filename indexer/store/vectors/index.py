@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,70 +27,19 @@ import faiss
 import numpy as np
 
 from indexer.store.vectors import file as file_format
-from indexer.store.vectors.checks import (
-    as_ids,
-    as_matrix,
-    check_kind,
-    merge_sorted,
-    prepare,
+from indexer.store.vectors.checks import as_ids, as_matrix, check_kind, merge_sorted, prepare
+from indexer.store.vectors.params import (  # noqa: F401 - re-exported
+    DEFAULT_EF_CONSTRUCTION,
+    DEFAULT_EF_SEARCH,
+    DEFAULT_HNSW_M,
+    FLAT_MAX,
+    TRAIN_POINTS_PER_LIST,
+    _Params,
+    choose_kind,
+    default_nlist,
+    default_nprobe,
+    set_threads,
 )
-
-FLAT_MAX = 200_000  # above this, "auto" picks ivf-sq8: 1M x 512 float32 is 2 GB, SQ8 is 512 MB
-
-DEFAULT_HNSW_M = 32
-DEFAULT_EF_CONSTRUCTION = 40
-DEFAULT_EF_SEARCH = 128
-
-
-def set_threads(n: int) -> None:
-    """Set the number of OpenMP threads FAISS uses (process-wide)."""
-    if n < 1:
-        raise ValueError(f"thread count must be >= 1, got {n}")
-    faiss.omp_set_num_threads(int(n))
-
-
-def choose_kind(n: int, configured: str = "auto") -> str:
-    """Index kind for a library of ``n`` vectors: ``configured`` unless it is "auto"."""
-    if configured != "auto":
-        check_kind(configured)
-        return configured
-    return "flat" if n < FLAT_MAX else "ivf-sq8"
-
-
-# k-means sees at most this many points per list: training time stays ~linear in nlist, not in
-# the library size (1M x 512 trains in seconds instead of a quarter of an hour on 2 cores).
-TRAIN_POINTS_PER_LIST = 64
-
-
-def default_nlist(n: int) -> int:
-    """IVF list count for ``n`` vectors: ~2*sqrt(n), with >= 39 points per list."""
-    return int(max(1, min(2 * math.sqrt(n), n // 39, 65_536)))
-
-
-def default_nprobe(nlist: int) -> int:
-    """Lists probed per query: nlist/8 within [16, 256] (recall@20 >= 0.95 on clustered data)."""
-    return int(min(nlist, max(16, min(nlist // 8, 256))))
-
-
-@dataclass(frozen=True)
-class _Params:
-    nlist: int | None = None  # IVF; None = default_nlist(training size)
-    nprobe: int | None = None  # IVF; None = default_nprobe(nlist)
-    m: int = DEFAULT_HNSW_M
-    ef_construction: int = DEFAULT_EF_CONSTRUCTION
-    ef_search: int = DEFAULT_EF_SEARCH
-
-    @classmethod
-    def from_kwargs(cls, params: dict[str, Any]) -> _Params:
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"unknown index parameter(s): {sorted(unknown)}")
-        for name, value in params.items():
-            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
-                raise ValueError(
-                    f"index parameter {name} must be a positive integer, got {value!r}"
-                )
-        return cls(**{k: (None if v is None else int(v)) for k, v in params.items()})
 
 
 class VectorIndex:
@@ -103,6 +52,10 @@ class VectorIndex:
         self._params = params
         self._index = index
         self._ids = np.empty(0, dtype=np.int64)  # sorted mirror of the stored ids
+        # FAISS maps the file (load(mmap=True)): its arrays are views that cannot grow, so a
+        # change first copies the index into memory (_own)
+        self._mapped = False
+        self.file_signature: dict = {}  # of the file this was loaded from or saved to
 
     # ----------------------------------------------------------------- construction
 
@@ -174,6 +127,7 @@ class VectorIndex:
             raise ValueError(f"{len(keys)} ids for {len(x)} vectors")
         if len(keys) == 0:
             return
+        self._own()
         existing = keys[self.contains(keys)]
         if self.kind == "hnsw" and existing.size:
             self._rebuild_hnsw(existing, keys, x)
@@ -191,6 +145,7 @@ class VectorIndex:
         present = keys[self.contains(keys)]
         if present.size == 0:
             return 0
+        self._own()
         if self.kind == "hnsw":
             self._rebuild_hnsw(present)  # also refreshes self._ids
             return int(present.size)
@@ -205,6 +160,13 @@ class VectorIndex:
                 raise RuntimeError(f"FAISS removed {removed} of {present.size} ids")
         self._ids = np.delete(self._ids, np.searchsorted(self._ids, present))
         return int(present.size)
+
+    def _own(self) -> None:
+        """Copy a memory-mapped index into memory before changing it (FAISS aborts the
+        process when a mapped array is resized)."""
+        if self._mapped:
+            self._index = faiss.deserialize_index(faiss.serialize_index(self._index))
+            self._mapped = False
 
     def _rebuild_hnsw(
         self, drop: np.ndarray, new_ids: np.ndarray | None = None, new_x: np.ndarray | None = None
@@ -354,8 +316,9 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- persistence
 
-    def save(self, path: str | Path, generation: int) -> None:
-        """Atomically write the index and ``generation`` to ``path`` (:func:`file.write`)."""
+    def save(self, path: str | Path, generation: int) -> dict:
+        """Atomically write the index and ``generation`` to ``path`` (:func:`file.write`);
+        returns the file's signature (``load``'s ``trusted``)."""
         if isinstance(generation, bool) or int(generation) != generation:
             raise ValueError(f"generation must be an integer, got {generation!r}")
         header = json.dumps(
@@ -374,17 +337,26 @@ class VectorIndex:
             faiss.write_index(self._index, writer)
             del writer
 
-        file_format.write(path, header, payload if self._index is not None else None)
+        sig = file_format.write(path, header, payload if self._index is not None else None)
+        self.file_signature = sig
+        return sig
 
     @classmethod
-    def load(cls, path: str | Path) -> tuple[VectorIndex, int]:
+    def load(
+        cls, path: str | Path, mmap: bool = False, trusted: dict | None = None
+    ) -> tuple[VectorIndex, int]:
         """Read an index written by ``save``; returns ``(index, generation)``.
+
+        ``mmap``: FAISS maps the file instead of reading it (milliseconds at any size; pages
+        are read as searches touch them and shared with other processes); the first change
+        copies it into memory. ``trusted``: the signature ``save`` returned; the checksum is
+        skipped while the file still has it (see indexer.store.vectors.file).
 
         Raises FileNotFoundError if ``path`` is missing and ValueError naming the file if
         it is truncated, corrupt (checksum) or not an index file.
         """
         path = Path(path)
-        meta, index = file_format.read(path)
+        meta, index, sig, mapped = file_format.read(path, mmap=mmap, trusted=trusted)
         try:
             dim, kind = int(meta["dim"]), str(meta["kind"])
             generation, count = int(meta["generation"]), int(meta["count"])
@@ -393,6 +365,7 @@ class VectorIndex:
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: bad index header: {exc}") from exc
         self = cls(dim, kind, params, index)
+        self._mapped, self.file_signature = mapped, sig
         self._ids = file_format.stored_ids(self._index, self.kind, self.dim, path)
         if self._ids.size != count:
             raise ValueError(f"{path}: header says {count} vectors, index holds {self._ids.size}")

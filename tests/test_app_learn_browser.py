@@ -24,15 +24,27 @@ _KEYS = """() => [...document.querySelectorAll('[class*="st-key-good_"]')]
     .map(e => [...e.classList].find(c => c.startsWith('st-key-good_')).slice(12))"""
 
 
+_LIVE = '[data-testid="stElementContainer"]:not([data-stale="true"])'
+
+
 def _click(page, name: str) -> None:
-    """Click the button ``name`` once the page shows exactly one (a rerun in progress can
-    briefly show the previous run's stale copy beside the new one)."""
-    button = page.get_by_role("button", name=name)
+    """Click the button ``name`` of the current run once the page shows exactly one (a rerun
+    leaves the previous run's copy, marked stale, beside the new one until it ends)."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    button = page.locator(_LIVE).get_by_role("button", name=name, exact=True)
     end = time.monotonic() + 60
-    while button.count() != 1 and time.monotonic() < end:
+    while True:
+        _wait_idle(page)
+        try:
+            if button.count() == 1:
+                button.click(timeout=5_000)
+                return
+        except PlaywrightError:  # detached or doubled while clicking: nothing was clicked
+            if time.monotonic() > end:
+                raise
+        assert time.monotonic() < end, f"{button.count()} live buttons {name!r}"
         page.wait_for_timeout(200)
-    assert button.count() == 1, f"{button.count()} buttons {name!r}"
-    button.click()
 
 
 def _grid(page) -> list[str]:

@@ -6,14 +6,9 @@
         for hit in lib.search("a dog on the beach", k=10).hits:
             print(hit.score, hit.path, lib.thumbnail_path(hit.id))
 
-Layout of ``index.dir``::
-
-    CURRENT          name of the active version folder (replaced atomically by reindex)
-    writer.lock      flock'ed by the single writer
-    thumbs/ab/<content hash>.jpg   thumbnails, shared by versions
-    v1/index.sqlite  SQLite (WAL): images, vectors, metadata -- the source of truth
-    v1/vectors.faiss FAISS index derived from it, saved atomically with its generation
-
+``index.dir`` holds ``thumbs/ab/<content hash>.jpg`` (thumbnails, shared by versions) and, by
+default, the SQLite + FAISS versions (``CURRENT``, ``writer.lock``, ``v<n>/``: see
+:class:`indexer.store.location.DirectoryLocation`); ``index.database`` puts them in PostgreSQL.
 ``reindex`` builds ``v<n+1>`` beside the active version with the newly configured model and
 switches ``CURRENT`` only when it is complete; readers switch on their next query.
 """

@@ -91,8 +91,9 @@ def version_dir(index_dir: Path) -> Path:
 
 def _unit(v: np.ndarray) -> np.ndarray:
     """A stored vector as the store reads it back (float32, renormalised)."""
-    v = v.astype(np.float32)
-    return v / np.linalg.norm(v)
+    from indexer.store.sqlite.queries import decode_rows
+
+    return decode_rows([(0, np.ascontiguousarray(v, VECTOR_DTYPE).tobytes())])[1][0].copy()
 
 
 def sqlite_state(index_dir: Path, database: str | None = None) -> dict:

@@ -4,6 +4,7 @@ meta keys, same contract: see :mod:`indexer.store.sqlite.tags` and ``concepts``)
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +19,9 @@ from indexer.store.postgres.schema import albums, concepts, tag_defs, tags, vect
 from indexer.store.records import Album, Concept, TagView, concept_from_row, concept_row
 
 TAGS_GEN_KEY = "tags_gen"
+# the advisory lock of tag transactions (the one-bigint key space: apart from the writers'
+# two-key locks of indexer.store.postgres.location)
+TAGS_LOCK = zlib.crc32(b"clipsearch tags")
 CONCEPTS_GEN_KEY = "concepts_gen"
 
 
@@ -136,7 +140,10 @@ class PgTags(PgQueries):
 
     @contextmanager
     def tag_transaction(self) -> Iterator[PgTagWriter]:
+        # Tag transactions of all writers take turns: each reads the generations once the one
+        # before has committed, so two writers never score (and insert) the same rows.
         with self._begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": TAGS_LOCK})
             yield PgTagWriter(conn)
 
     def concepts(self) -> list[Concept]:

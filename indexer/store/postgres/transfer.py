@@ -25,10 +25,13 @@ from indexer.store.postgres import schema as pg
 from indexer.store.postgres.location import PgLocation
 from indexer.store.postgres.store import copy_vectors
 from indexer.store.sqlite import schema as lite
+from indexer.store.sqlite.queries import decode_rows, encode_vector
 from indexer.store.sqlite.store import SqliteStore
 
 CHUNK = 2000
 _SMALL = ("tag_defs", "concepts", "albums", "meta")
+# meta keys that describe one copy's own files (the FAISS file's signature): never copied
+_LOCAL_META = ("faiss_file",)
 
 
 @dataclass
@@ -41,9 +44,9 @@ class _Side:
 
 
 def _sqlite_side(store: SqliteStore) -> _Side:
+    # SQLite keeps float16 (schema 6): read back as the store reads it (float32, unit norm)
     tables = {t.name: t for t in lite.Base.metadata.sorted_tables}
-    return _Side(store.engine, tables, lambda b: np.frombuffer(b, "<f4").astype(np.float32),
-                 lambda v: np.ascontiguousarray(v, "<f4").tobytes(),
+    return _Side(store.engine, tables, lambda b: decode_rows([(0, b)])[1][0], encode_vector,
                  lambda conn, rows: conn.execute(insert(tables["vectors"]), rows))  # fmt: skip
 
 
@@ -89,6 +92,7 @@ def _copy(src: _Side, dst: _Side, progress: Callable[[int], None] | None) -> dic
             progress(copied)
     with src.engine.connect() as s:
         small = {n: [dict(r._mapping) for r in s.execute(select(src.tables[n]))] for n in _SMALL}
+    small["meta"] = [r for r in small["meta"] if r["key"] not in _LOCAL_META]
     with dst.engine.begin() as d:
         for name, rows in small.items():
             d.execute(delete(dst.tables[name]))
@@ -98,9 +102,12 @@ def _copy(src: _Side, dst: _Side, progress: Callable[[int], None] | None) -> dic
 
 
 def _counts(engine: Engine, tables: dict[str, Table]) -> dict[str, int]:
+    def count(name: str):  # noqa: ANN202 - a SQLAlchemy select
+        q = select(func.count()).select_from(tables[name])
+        return q.where(tables[name].c.key.not_in(_LOCAL_META)) if name == "meta" else q
+
     with engine.connect() as c:
-        return {n: int(c.execute(select(func.count()).select_from(tables[n])).scalar())
-                for n in ("images", "vectors", "tags", *_SMALL)}  # fmt: skip
+        return {n: int(c.execute(count(n)).scalar()) for n in ("images", "vectors", "tags", *_SMALL)}
 
 
 def _check(src: dict[str, int], dst: dict[str, int]) -> None:

@@ -93,7 +93,8 @@ def main() -> None:
     if args.url is None:
         from tests.pg import PgServer
 
-        server = PgServer(Path(tempfile.mkdtemp(prefix="clipsearch-bench-pg-"))).start()
+        server = PgServer(Path(tempfile.mkdtemp(prefix="clipsearch-bench-pg-")),
+                          "-c shared_buffers=2GB -c max_wal_size=8GB").start()  # fmt: skip
         args.url = server.create_database("bench")
     try:
         loc, store, ids, load, build = _load(args.url, vecs)
@@ -123,6 +124,7 @@ def main() -> None:
             print(f"PostgreSQL {name}: p50 {_pct(times, 50):.1f} ms, p95 {_pct(times, 95):.1f} ms, "
                   f"recall@{K} {np.mean(recalls):.3f} (min {min(recalls):.2f}), "
                   f"plan {'/'.join(sorted(plans))}, queries with < k hits: {short}")  # fmt: skip
+        print(f"PostgreSQL server processes: peak RSS {_server_rss_mb():.0f} MB in all")
         store.close()
         loc.close()
 
@@ -146,6 +148,21 @@ def main() -> None:
         if server is not None:
             server.stop()
         print(f"peak RSS of this process: {_rss_mb():.0f} MB")
+
+
+def _server_rss_mb() -> float:
+    """The summed peak RSS (VmHWM) of the running ``postgres`` processes (shared buffers
+    are counted once per process that touched them: an upper bound)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        if "\nName:\tpostgres" in "\n" + text:
+            total += next((int(line.split()[1]) for line in text.splitlines()
+                           if line.startswith("VmHWM:")), 0)  # fmt: skip
+    return total / 1024
 
 
 def _rss_mb() -> float:

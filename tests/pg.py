@@ -42,8 +42,9 @@ def _ensure_user() -> pwd.struct_passwd:
 class PgServer:
     """One throw-away cluster: :meth:`start`, :meth:`url`, :meth:`create_database`, :meth:`stop`."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, options: str = ""):
         self.base = Path(base)
+        self.options = options  # more server settings (``-c name=value ...``)
         self.data = self.base / "data"
         self.sockets = self.base / "sock"
         self.log = self.base / "server.log"
@@ -72,7 +73,7 @@ class PgServer:
             raise RuntimeError(f"initdb failed: {initdb.stderr.strip()}")
         opts = (f"-k {self.sockets} -p {PORT} -c listen_addresses='' -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-                "-c shared_buffers=64MB")  # fmt: skip
+                f"-c shared_buffers=64MB {self.options}")  # fmt: skip
         started = self._run(os.fspath(self.bin / "pg_ctl"), "-D", os.fspath(self.data), "-l",
                             os.fspath(self.log), "-o", opts, "-w", "-t", "60", "start",
                             check=False)  # fmt: skip

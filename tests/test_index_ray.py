@@ -81,6 +81,12 @@ def test_path_mapping_picks_the_node_and_longest_prefix():
     assert map_path("/photosx/b.jpg", m) == "/photosx/b.jpg"
 
 
+def test_importing_indexer_does_not_import_ray():
+    code = ("import sys, indexer, indexer.library, indexer.cli, indexer.ingest.ray_engine; "
+            "sys.exit('ray' in sys.modules)")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code], env=cli_env(), cwd=REPO).returncode == 0
+
+
 def test_ray_index_equals_local_index(tmp_path, coco_images, tiny_checkpoint, pg_server):
     """>= 200 real photos through a real local Ray cluster into PostgreSQL: the same rows,
     statuses, error reasons and (cosine >= 0.9999) vectors as the local pipeline's."""

@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.ingest.ray_engine import DIE_ENV, ENCODE_LOG_ENV, map_path, node_mapping
+from indexer.config import ConfigError, config_from_dict
+from indexer.ingest.pipeline import Indexer
+from indexer.ingest.ray_engine import (
+    DIE_ENV,
+    ENCODE_LOG_ENV,
+    RayIndexer,
+    indexer_class,
+    map_path,
+    node_mapping,
+)
 
 from .indexer_helpers import REPO, cli_env, copy_images, pg_state, vector_count, write_config
 
@@ -79,6 +88,17 @@ def test_path_mapping_picks_the_node_and_longest_prefix():
     assert map_path("/photos/raw/a.jpg", m) == "/raw/a.jpg"
     assert map_path("/photos/b.jpg", m) == "/data/p/b.jpg"
     assert map_path("/photosx/b.jpg", m) == "/photosx/b.jpg"
+
+
+def test_ray_config_keys():
+    cfg = config_from_dict({"index": {"engine": "ray", "ray_address": "auto",
+                                      "ray": {"actors": 2, "num_gpus": 1}}})  # fmt: skip
+    assert (cfg.index.engine, cfg.index.ray_address, cfg.index.ray.actors) == ("ray", "auto", 2)
+    assert indexer_class(cfg) is RayIndexer and indexer_class(config_from_dict({})) is Indexer
+    for bad in ({"engine": "spark"}, {"ray": {"actors": -1}}, {"ray": {"num_cpus": 0}},
+                {"ray": {"path_map": []}}, {"ray": {"nope": 1}}):  # fmt: skip
+        with pytest.raises(ConfigError, match="index"):
+            config_from_dict({"index": bad})
 
 
 def test_importing_indexer_does_not_import_ray():

@@ -138,9 +138,9 @@ def test_ray_index_equals_local_index(tmp_path, coco_images, tiny_checkpoint, pg
 
 
 @pytest.mark.slow
-def test_unreadable_root_on_a_worker_is_reported_once(tmp_path, coco_images, tiny_checkpoint):
+def test_unreadable_root_on_a_worker_is_reported_once_then_reindex(tmp_path, coco_images, tiny_checkpoint):
     """A worker whose path mapping points nowhere: one clear warning, no rows written, and the
-    next run (mapping fixed) indexes everything."""
+    next run (mapping fixed) indexes everything; ``reindex --ray`` rebuilds on Ray too."""
     root = tmp_path / "photos"
     copy_images(coco_images[:20], root)
     cfg = write_config(tmp_path / "c.yaml", [root], tmp_path / "idx", tiny_checkpoint,
@@ -152,6 +152,10 @@ def test_unreadable_root_on_a_worker_is_reported_once(tmp_path, coco_images, tin
     write_config(cfg, [root], tmp_path / "idx", tiny_checkpoint, index={"ray": {"actors": 1}})
     out = run_ray(cfg)
     assert out["added"] == 20 and out["unreachable"] == 0
+    proc = subprocess.run(netns_cli(["reindex", "--ray", "--json", "--no-progress"], cfg),
+                          capture_output=True, text=True, timeout=300, env=ray_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["encoded"] == 20
 
 
 def encode_log(path: Path) -> list[str]:

@@ -15,6 +15,7 @@ driver leaves the committed batches, and the next run skips them (same size and 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import socket
@@ -136,10 +137,11 @@ def connect(cfg: Config) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if cfg.index.ray_address:
-        ray.init(address=cfg.index.ray_address, log_to_driver=False)
+        ray.init(address=cfg.index.ray_address, **quiet)
     else:  # a cluster of this machine alone listens on loopback only
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     return True
 
 
@@ -187,6 +189,9 @@ class RayIndexer(Indexer):
         import ray
         import ray.data
 
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # after Ray Data's own config
+        # our own progress bar replaces Ray Data's (which would say so at every run)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # commits stay in scan order
         ctx.enable_progress_bars = False

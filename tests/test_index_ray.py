@@ -76,6 +76,7 @@ def library(tmp_path: Path, coco_images: list[Path], n: int) -> Path:
     copy_images(coco_images[:n], root)
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 20)
     (root / "empty.png").write_bytes(b"")
+    shutil.copyfile(coco_images[n], root / os.fsdecode(b"caf\xe9 (not utf-8).jpg"))
     return root
 
 
@@ -121,20 +122,14 @@ def test_ray_index_equals_local_index(tmp_path, coco_images, tiny_checkpoint, pg
     got = run_ray(ray_cfg)
     for key in ("scanned", "added", "errors", "encoded", "copied", "moved"):
         assert got[key] == want[key], key
-    assert got["added"] == 220 and got["errors"] == 2 and got["unreachable"] == 0
+    assert got["added"] == 221 and got["errors"] == 2 and got["unreachable"] == 0
     a, b = pg_state(local_db), pg_state(ray_db)
-    assert set(a["ok"]) == set(b["ok"]) and len(b["ok"]) == 220
+    assert set(a["ok"]) == set(b["ok"]) and len(b["ok"]) == 221
     assert a["errors"] == b["errors"] and len(b["errors"]) == 2
     va, vb = by_path(a), by_path(b)
     cos = [float(va[p] @ vb[p] / np.linalg.norm(va[p]) / np.linalg.norm(vb[p])) for p in va]
     assert min(cos) >= 0.9999, min(cos)
     assert b["vector_ids"] == sorted(b["ok"].values())
-    # Incremental as the local pipeline: nothing to do, then a move and a copy reuse vectors.
-    (root / coco_images[0].name).rename(root / "moved.jpg")
-    shutil.copyfile(root / coco_images[1].name, root / "copy.jpg")
-    again = run_ray(ray_cfg)
-    assert (again["encoded"], again["moved"], again["copied"]) == (0, 1, 1)
-    assert again["unchanged"] == 221  # 219 photos and 2 broken files
 
 
 @pytest.mark.slow
@@ -159,7 +154,7 @@ def test_unreadable_root_on_a_worker_is_reported_once_then_reindex(tmp_path, coc
 
 
 def encode_log(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
+    return [os.fsdecode(b) for b in path.read_bytes().splitlines()] if path.exists() else []
 
 
 @pytest.mark.slow
@@ -173,11 +168,11 @@ def test_a_worker_that_dies_has_its_batch_retried(tmp_path, coco_images, tiny_ch
                        index={"ray": {"actors": 2, "batch_size": 8}})  # fmt: skip
     out = run_ray(cfg, **{ENCODE_LOG_ENV: os.fspath(log), DIE_ENV: f"3:{marker}"})
     assert marker.exists(), "the test hook never killed an actor"
-    assert out["added"] == 200 and out["errors"] == 2
+    assert out["added"] == 201 and out["errors"] == 2
     lines = encode_log(log)
-    assert len(lines) == len(set(lines)) == 200
+    assert len(lines) == len(set(lines)) == 201
     state = pg_state(pg_url)
-    assert len(state["ok"]) == 200 and state["vector_ids"] == sorted(state["ok"].values())
+    assert len(state["ok"]) == 201 and state["vector_ids"] == sorted(state["ok"].values())
 
 
 @pytest.mark.slow
@@ -185,8 +180,9 @@ def test_driver_killed_mid_run_loses_nothing_and_encodes_nothing_twice(
     tmp_path, coco_images, tiny_checkpoint, pg_url
 ):
     """SIGKILL the driver once some batches are committed; the next run finishes the rest:
-    every photo once, and nothing committed before the kill is encoded again."""
-    root = library(tmp_path, coco_images, 239)
+    every photo once, and nothing committed before the kill is encoded again. Then a move
+    and a copy: vectors reused, as in a local run."""
+    root = library(tmp_path, coco_images, 238)  # and a 239th photo with a non-UTF-8 name
     log1, log2 = tmp_path / "run1.log", tmp_path / "run2.log"
     cfg = write_config(tmp_path / "c.yaml", [root], tmp_path / "idx", tiny_checkpoint, pg_url,
                        index={"ray": {"actors": 1, "batch_size": 8}})  # fmt: skip
@@ -217,3 +213,9 @@ def test_driver_killed_mid_run_loses_nothing_and_encodes_nothing_twice(
     state = pg_state(pg_url)
     assert len(state["ok"]) == 239 and len(state["errors"]) == 2
     assert state["vector_ids"] == sorted(state["ok"].values())
+    # Incremental as the local pipeline: a move and a copy reuse vectors, nothing is encoded.
+    (root / coco_images[0].name).rename(root / "moved.jpg")
+    shutil.copyfile(root / coco_images[1].name, root / "copy.jpg")
+    again = run_ray(cfg)
+    assert (again["encoded"], again["moved"], again["copied"]) == (0, 1, 1)
+    assert again["unchanged"] == 240  # 238 photos and 2 broken files

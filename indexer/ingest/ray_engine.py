@@ -87,7 +87,8 @@ class EncodeActor:
             batch["path"], batch["root"], batch["size"], batch["mtime_ns"], batch["old_hash"],
             batch["old_ok"],
         ):  # fmt: skip
-            entry = FileEntry(map_path(str(path), self.mapping), str(root), int(size), int(mtime))
+            path, root = os.fsdecode(bytes(path)), os.fsdecode(bytes(root))
+            entry = FileEntry(map_path(path, self.mapping), root, int(size), int(mtime))
             works.append(_Work(entry, None, old_hash or None, bool(old_ok)))
         results = []
         for w in works:
@@ -116,10 +117,11 @@ class EncodeActor:
                 os._exit(1)  # a real death before the batch is delivered: Ray must retry it
         log = os.environ.get(ENCODE_LOG_ENV)
         if log:
-            lines = "".join(f"{p}\n" for p, r in zip(batch["path"], results) if r.kind == "encode")
+            lines = b"".join(bytes(p) + b"\n" for p, r in zip(batch["path"], results)
+                             if r.kind == "encode")  # fmt: skip
             fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, lines.encode())
+                os.write(fd, lines)
             finally:
                 os.close(fd)
 
@@ -200,10 +202,12 @@ class RayIndexer(Indexer):
         acfg = replace(self.cfg, index=replace(self.cfg.index, torch_threads=threads,
                                                decode_workers=threads, model_sessions=0))  # fmt: skip
         known = sorted(h for h, ids in self._known.items() if ids)  # Ray Data stores it once
-        rows = [{"i": n, "path": w.entry.path, "root": w.entry.root, "size": w.entry.size,
+        # bytes: a file name need not be valid UTF-8 (Arrow strings must be)
+        rows = [{"i": n, "path": os.fsencode(w.entry.path), "root": os.fsencode(w.entry.root),
+                 "size": w.entry.size,
                  "mtime_ns": w.entry.mtime_ns, "old_hash": w.old_hash or "",
                  "old_ok": w.old_ok} for n, w in enumerate(work)]  # fmt: skip
-        roots = sorted({w.entry.root for w in work})
+        roots = sorted({w.entry.root for w in work})  # str: actors compare decoded roots
         ds = ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // bs)))
         return ds.map_batches(
             EncodeActor, batch_size=bs, batch_format="numpy", num_gpus=gpus, num_cpus=cpus,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.config import Config
-from indexer.embed.encoder import ClipEncoder
+from indexer.embed.encoder import ClipEncoder, ordered_map
 from indexer.embed.images import setup_codecs
 from indexer.ingest.pipeline import Indexer, IndexReport, _Result, _Work
 from indexer.ingest.scan import FileEntry
@@ -90,12 +90,8 @@ class EncodeActor:
             path, root = os.fsdecode(bytes(path)), os.fsdecode(bytes(root))
             entry = FileEntry(map_path(path, self.mapping), root, int(size), int(mtime))
             works.append(_Work(entry, None, old_hash or None, bool(old_ok)))
-        results = []
-        for w in works:
-            if w.entry.root in self.bad_roots:
-                results.append(_Result(w, "unreachable", error=self.bad_roots[w.entry.root]))
-            else:
-                results.append(self.local._process(w))
+        workers = self.local._plan.decode_workers  # index.ray.num_cpus threads
+        results = list(ordered_map(self._one, works, workers, max_pending=2 * workers))
         todo = [r for r in results if r.kind == "encode"]
         if todo:
             vectors = self.local.encoder.encode_images([r.tensor for r in todo])
@@ -107,6 +103,11 @@ class EncodeActor:
             out.append(pickle.dumps({"kind": r.kind, "digest": r.digest, "vector": r.tensor,
                                      "meta": r.meta, "error": r.error, "node": self.node}))  # fmt: skip
         return {"i": np.asarray(batch["i"]), "blob": np.array(out, dtype=object)}
+
+    def _one(self, w: _Work) -> _Result:
+        if w.entry.root in self.bad_roots:
+            return _Result(w, "unreachable", error=self.bad_roots[w.entry.root])
+        return self.local._process(w)  # the local pipeline's own read/hash/decode step
 
     def _test_hooks(self, batch: dict, results: list[_Result]) -> None:
         spec = os.environ.get(DIE_ENV)

@@ -35,6 +35,9 @@ def _report(rep, as_json: bool) -> None:
         f"{rep.unchanged} unchanged ({rep.encoded} encoded in {rep.seconds:.1f}s, "
         f"{rep.images_per_second:.1f} img/s)"
     )
+    if rep.unreachable:
+        print(f"warning: {rep.unreachable} files no Ray worker could read, left for the next run",
+              file=sys.stderr)  # fmt: skip
     for folder in rep.unlisted_folders:
         print(f"warning: cannot list folder {printable(folder)}", file=sys.stderr)
 

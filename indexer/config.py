@@ -59,6 +59,17 @@ class LibraryConfig:
 
 
 @dataclass
+class RayConfig:
+    """``index.engine: ray``: the Ray actor pool that decodes and encodes (indexer.ingest.ray_engine)."""
+
+    actors: int = 0  # 0: one per GPU of the cluster, else 1
+    batch_size: int = 0  # images per actor call (0: index.batch_size, else 64)
+    num_gpus: float | None = None  # per actor (None: 1 where the cluster has GPUs, else 0)
+    num_cpus: float = 1.0  # per actor (also its torch threads)
+    path_map: dict = field(default_factory=dict)  # node (hostname, IP or "*") -> {prefix: prefix}
+
+
+@dataclass
 class IndexConfig:
     """Where and how the index is stored and built."""
 
@@ -75,6 +86,9 @@ class IndexConfig:
     database: str | None = None  # postgresql://user@host/db (None: SQLite in ``dir``)
     read_database: str | None = None  # a replica for read-only opens (None: ``database``)
     thumbs_dir: str | None = None  # None: ``<dir>/thumbs`` (a shared folder for many machines)
+    engine: str = "local"  # local | ray (clipsearch index --ray)
+    ray_address: str | None = None  # None: a local Ray cluster on this machine
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 @dataclass
@@ -86,8 +100,7 @@ class SearchConfig:
     adaptive: bool = False
 
 
-WATCH_OBSERVERS = ("auto", "inotify", "polling")
-LOG_LEVELS = ("debug", "info", "warning", "error")
+WATCH_OBSERVERS, LOG_LEVELS = ("auto", "inotify", "polling"), ("debug", "info", "warning", "error")
 
 
 @dataclass
@@ -176,14 +189,11 @@ class TagsConfig:
         if self.top_n is not None and self.top_n < 0:
             raise ConfigError(f"tags.top_n: expected 0 (no limit) or more, got {self.top_n}")
         if self.xmp_naming not in ("append", "replace"):
-            raise ConfigError(
-                f"tags.xmp_naming: expected append or replace, got {self.xmp_naming!r}"
-            )
+            raise ConfigError(f"tags.xmp_naming: expected append or replace, got "
+                              f"{self.xmp_naming!r}")  # fmt: skip
         if not -1.0 <= self.duplicate_threshold <= 1.0:
-            raise ConfigError(
-                f"tags.duplicate_threshold: expected a cosine in [-1, 1], got "
-                f"{self.duplicate_threshold}"
-            )
+            raise ConfigError(f"tags.duplicate_threshold: expected a cosine in [-1, 1], got "
+                              f"{self.duplicate_threshold}")  # fmt: skip
 
 
 @dataclass
@@ -245,9 +255,8 @@ class Config:
 
 
 def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -271,9 +280,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, str) or not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp in (bool, str):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -283,10 +292,6 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -322,41 +327,36 @@ def _validate(cfg: Config) -> None:
     if cfg.model.device not in ("auto", "cpu", "cuda") and not cfg.model.device.startswith("cuda:"):
         raise bad("model.device", f"expected auto, cpu or cuda, got {cfg.model.device!r}")
     if cfg.model.precision not in ("auto", "fp32", "fp16", "bf16", "int8"):
-        raise bad(
-            "model.precision",
-            f"expected auto, fp32, fp16, bf16 or int8, got {cfg.model.precision!r}",
-        )
+        raise bad("model.precision", f"expected auto, fp32, fp16, bf16 or int8, got "
+                                     f"{cfg.model.precision!r}")  # fmt: skip
     if cfg.model.backend not in ("auto", "torch", "onnxruntime"):
-        raise bad(
-            "model.backend", f"expected auto, torch or onnxruntime, got {cfg.model.backend!r}"
-        )
+        raise bad("model.backend", f"expected auto, torch or onnxruntime, got "
+                                   f"{cfg.model.backend!r}")  # fmt: skip
     if cfg.model.precision == "int8" and cfg.model.backend == "torch":
         raise bad("model.precision", "int8 runs on backend onnxruntime (or auto), not torch")
-    if cfg.model.backend == "onnxruntime":
-        if cfg.model.precision in ("fp16", "bf16"):
-            raise bad("model.precision", "backend onnxruntime runs auto/int8 or fp32")
-        if cfg.model.device.startswith("cuda"):
-            raise bad("model.backend", "onnxruntime runs on the CPU; use device cpu or auto")
+    if cfg.model.backend == "onnxruntime" and cfg.model.precision in ("fp16", "bf16"):
+        raise bad("model.precision", "backend onnxruntime runs auto/int8 or fp32")
+    if cfg.model.backend == "onnxruntime" and cfg.model.device.startswith("cuda"):
+        raise bad("model.backend", "onnxruntime runs on the CPU; use device cpu or auto")
     if cfg.index.kind not in INDEX_KINDS:
         raise bad("index.kind", f"expected one of {', '.join(INDEX_KINDS)}, got {cfg.index.kind!r}")
     for key in ("database", "read_database"):
         if (url := getattr(cfg.index, key)) and not url.startswith(("postgresql:", "postgres:")):
             raise bad(f"index.{key}", "expected a postgresql://user@host/db URL")
-    for key in ("thumbnail_size",):
-        if getattr(cfg.index, key) < 1:
-            raise bad(f"index.{key}", "must be at least 1")
+    if cfg.index.engine not in ("local", "ray"):
+        raise bad("index.engine", f"expected local or ray, got {cfg.index.engine!r}")
+    if min((r := cfg.index.ray).actors, r.batch_size, r.num_gpus or 0) < 0 or r.num_cpus <= 0:
+        raise bad("index.ray", "actors, batch_size, num_gpus: 0 or more; num_cpus: above 0")
     for key in ("batch_size", "decode_workers", "torch_threads", "model_sessions"):
         if getattr(cfg.index, key) < 0:
             raise bad(f"index.{key}", "must be 0 (automatic) or more")
-    if cfg.library.max_pixels < 1:
-        raise bad("library.max_pixels", "must be at least 1")
+    for key in ("library.max_pixels", "search.top_k", "index.thumbnail_size"):
+        if getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) < 1:
+            raise bad(key, "must be at least 1")
     if not cfg.library.roots:
         raise bad("library.roots", "list at least one folder")
-    if cfg.search.top_k < 1:
-        raise bad("search.top_k", "must be at least 1")
-    cfg.library.extensions = [
-        (e if e.startswith(".") else "." + e).lower() for e in cfg.library.extensions
-    ]
+    cfg.library.extensions = [(e if e.startswith(".") else "." + e).lower()
+                              for e in cfg.library.extensions]  # fmt: skip
 
 
 def config_from_dict(data: dict | None, source: Path | None = None) -> Config:
@@ -371,8 +371,7 @@ def find_config_path(explicit: str | os.PathLike | None = None) -> Path | None:
     """The config file to use (see module docstring); None means built-in defaults."""
     if explicit is not None:
         return Path(explicit)
-    env = os.environ.get(CONFIG_ENV)
-    if env:
+    if env := os.environ.get(CONFIG_ENV):
         return Path(env)
     local = Path.cwd() / DEFAULT_CONFIG_NAME
     return local if local.is_file() else None

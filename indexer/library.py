@@ -28,7 +28,8 @@ from indexer.embed.encoder import ClipEncoder, Encoder, thread_plan
 from indexer.embed.images import remove_thumbnails, thumbnail_file
 from indexer.embed.query import reader_encoder
 from indexer.ingest.fastpaths import apply_check, check_pipeline, fast_paths_doc
-from indexer.ingest.pipeline import Indexer, IndexReport
+from indexer.ingest.pipeline import IndexReport
+from indexer.ingest.ray_engine import indexer_class
 from indexer.ingest.scan import check_roots
 from indexer.learn.apply import ConceptTagger, Hooks
 from indexer.learn.service import ConceptService
@@ -196,7 +197,7 @@ class Library:
         encoder = self.encoder()
         self.store.check_model(encoder.identity)
         tagger = Hooks(self.tags.auto_tagger(encoder), ConceptTagger())
-        indexer = Indexer(self.store, encoder, self.cfg, self.thumb_dir, tagger)
+        indexer = indexer_class(self.cfg)(self.store, encoder, self.cfg, self.thumb_dir, tagger)
         indexer.skip_missing_roots, indexer.stop = skip_missing_roots, stop
         indexer.sweep_unconfigured = not self.location.shared  # others' roots are not ours
         indexer.jpeg_draft = self._check_fast_paths(encoder)
@@ -241,7 +242,8 @@ class Library:
         new = self.location.open(name, writer=True, kind=self.cfg.index.kind)
         try:
             tagger = Hooks(self.tags.auto_tagger(encoder), ConceptTagger())
-            report = Indexer(new, encoder, self.cfg, self.thumb_dir, tagger).run(None, progress)
+            indexer = indexer_class(self.cfg)(new, encoder, self.cfg, self.thumb_dir, tagger)
+            report = indexer.run(None, progress)
             # personal concepts are refitted on the new model's vectors (examples by path)
             if self.versions.current() is not None:
                 report.concepts_lost = self.concepts.carry_over(self.store, new)

@@ -20,8 +20,8 @@ RESULT_KEYS = {"rank", "id", "path", "score", "root", "width", "height", "taken_
 STATUS_KEYS = {"index_dir", "version", "model", "images", "indexed", "errors", "vectors", "faiss",
                "generation", "roots", "error_files", "watch", "fast_paths", "database"}  # fmt: skip
 REPORT_KEYS = {"scanned", "unchanged", "added", "updated", "touched", "moved", "copied", "errors",
-               "removed", "encoded", "seconds", "images_per_second", "unlisted_folders",
-               "concepts_lost"}  # fmt: skip
+               "removed", "encoded", "unreachable", "seconds", "images_per_second",
+               "unlisted_folders", "concepts_lost"}  # fmt: skip
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:

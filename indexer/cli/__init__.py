@@ -54,6 +54,7 @@ bytes in file names appear as ``\\udcXX`` escapes, i.e. Python's ``os.fsdecode``
 
     {"scanned": int, "unchanged": int, "added": int, "updated": int, "touched": int,
      "moved": int, "copied": int, "errors": int, "removed": int, "encoded": int,
+     "unreachable": int,   # --ray: files a worker could not read (left for the next run)
      "seconds": float, "images_per_second": float, "unlisted_folders": [str]}
 
 ``tag`` (``indexer.cli.tags``)::

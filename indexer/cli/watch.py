@@ -35,6 +35,8 @@ def _cmd_watch(args: argparse.Namespace, cfg: Config) -> int:
         setup_logging(args.log_level or cfg.watch.log_level, log_file)
     except OSError as exc:
         raise UserError(f"cannot open log file {log_file}: {exc.strerror or exc}") from None
+    # Watch batches are small: starting a Ray cluster for each would cost more than it saves.
+    cfg.index.engine = "local"
     try:
         service = WatchService(cfg, lambda c: Library.open(c, writer=True), args.observer,
                                handle_request=writes.handle)  # fmt: skip

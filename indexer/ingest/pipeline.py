@@ -54,6 +54,7 @@ class IndexReport:
     errors: int = 0
     removed: int = 0
     encoded: int = 0
+    unreachable: int = 0  # engine ray: files a worker could not read (left for the next run)
     seconds: float = 0.0
     images_per_second: float = 0.0
     unlisted_folders: list[str] = field(default_factory=list)

@@ -90,7 +90,14 @@ def main() -> None:
     ap.add_argument("--url", help="an existing empty database (default: a throw-away server)")
     ap.add_argument("--ef-search", default="",
                     help="extra plain-query passes at these hnsw.ef_search floors, e.g. 400,800")  # fmt: skip
+    ap.add_argument("--m", type=int, help="HNSW m (default: the store's)")
+    ap.add_argument("--ef-construction", type=int, help="HNSW ef_construction (the store's)")
     args = ap.parse_args()
+    from indexer.store.postgres import schema as pg_schema
+
+    pg_schema.HNSW_M = args.m or pg_schema.HNSW_M
+    pg_schema.HNSW_EF_CONSTRUCTION = args.ef_construction or pg_schema.HNSW_EF_CONSTRUCTION
+    print(f"HNSW m = {pg_schema.HNSW_M}, ef_construction = {pg_schema.HNSW_EF_CONSTRUCTION}")
     vecs = clustered(args.size, DIM, seed=0)
     server = None
     if args.url is None:

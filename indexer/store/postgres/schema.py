@@ -181,6 +181,7 @@ def has_hnsw(conn: Connection) -> bool:
 
 
 HNSW_MEMORY_MAX = 4 << 30  # bytes of maintenance_work_mem an HNSW build may ask for
+HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64  # pgvector's defaults (bench_postgres --m/--ef-construction)
 
 
 def build_hnsw(conn: Connection) -> None:
@@ -191,13 +192,14 @@ def build_hnsw(conn: Connection) -> None:
     build asks for the graph's size (vectors plus links, with a margin), from 256 MB up to
     :data:`HNSW_MEMORY_MAX`, never less than the server's own setting."""
     rows, dim = conn.execute(text("SELECT count(*), max(vector_dims(vector)) FROM vectors")).one()
-    need = int((rows or 0) * ((dim or 0) * 4 + 16 * 2 * 8 + 64) * 1.3)
+    need = int((rows or 0) * ((dim or 0) * 4 + HNSW_M * 2 * 8 + 64) * 1.3)
     have = int(conn.execute(text("SELECT setting::bigint * 1024 FROM pg_settings "
                                  "WHERE name = 'maintenance_work_mem'")).scalar() or 0)  # fmt: skip
     mem = max(have, min(max(need, 256 << 20), HNSW_MEMORY_MAX))
     conn.execute(text(f"SET LOCAL maintenance_work_mem = '{mem // 1024}kB'"))
     conn.execute(text(f"CREATE INDEX IF NOT EXISTS {HNSW_NAME} ON vectors USING hnsw "
-                      "(vector vector_cosine_ops) WITH (m = 16, ef_construction = 64)"))  # fmt: skip
+                      f"(vector vector_cosine_ops) WITH (m = {int(HNSW_M)}, "
+                      f"ef_construction = {int(HNSW_EF_CONSTRUCTION)})"))  # fmt: skip
 
 
 # ----------------------------------------------------------------- metadata

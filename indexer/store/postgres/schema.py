@@ -181,7 +181,8 @@ def has_hnsw(conn: Connection) -> bool:
 
 
 HNSW_MEMORY_MAX = 4 << 30  # bytes of maintenance_work_mem an HNSW build may ask for
-HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64  # pgvector's defaults (bench_postgres --m/--ef-construction)
+# denser than pgvector's defaults (16, 64): on clustered 1M, recall@20 0.91 -> 1.0
+HNSW_M, HNSW_EF_CONSTRUCTION = 32, 128
 
 
 def build_hnsw(conn: Connection) -> None:

@@ -34,7 +34,7 @@ from indexer.types import ModelIdentity
 
 EXACT_TABLE_MAX = 20_000  # below this many vectors every search is exact
 EXACT_ALLOWED_MAX = 20_000  # filtered searches over at most this many ids are exact
-EF_SEARCH_MIN = 400  # clustered 1M (bench_postgres): recall@20 0.84 at 200, 0.91 at 400
+EF_SEARCH_MIN = 400  # clustered 1M (bench_postgres): graphs of m 16 missed whole clusters at 200
 MAX_SCAN_TUPLES = 200_000  # iterative scans visit at most this many (then exact)
 
 

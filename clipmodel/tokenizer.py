@@ -167,27 +167,30 @@ def _clip_text_tokenizer(context_length: int):
                          source="CLIP BPE")  # fmt: skip
 
 
-def text_windows(
-    texts, context_length: int = 77, stride: int | None = None
+def split_windows(
+    texts, encode, width: int, stride: int | None = None
 ) -> tuple[list[list[int]], list[int]]:
-    """Token windows of texts of any length, and the text each window belongs to.
-
-    Text that fits the context is one window. Longer text is cut into windows of
-    ``context_length - 2`` tokens overlapping by ``stride`` (default half a window); the
-    start/end tokens are not included (see :func:`window_tokens`).
-    """
-    tok = get_tokenizer()
-    width = context_length - 2
+    """Token windows of texts of any length (``encode``: text -> ids, without special tokens),
+    and the text each window belongs to. Text that fits ``width`` tokens is one window; longer
+    text is cut into windows of ``width`` overlapping by ``stride`` (default half a window)."""
     step = stride or max(1, width // 2)
     windows: list[list[int]] = []
     owner: list[int] = []
     for i, text in enumerate(texts):
-        ids = tok.encode(text)
+        ids = encode(text)
         starts = [0] if len(ids) <= width else list(range(0, len(ids) - width + step, step))
         for s in starts:
             windows.append(ids[s : s + width])
             owner.append(i)
     return windows, owner
+
+
+def text_windows(
+    texts, context_length: int = 77, stride: int | None = None
+) -> tuple[list[list[int]], list[int]]:
+    """:func:`split_windows` with CLIP's BPE: windows of ``context_length - 2`` tokens (the
+    start/end tokens are added by :func:`window_tokens`)."""
+    return split_windows(texts, get_tokenizer().encode, context_length - 2, stride)
 
 
 def window_tokens(windows, context_length: int = 77):

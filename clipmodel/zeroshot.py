@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .model import CLIP
 from .preprocess import ImageInput, Preprocess, for_model
 from .templates import DEFAULT_TEMPLATES
-from .tokenizer import model_tokenizer
+from .tokenizer import model_tokenizer, split_windows
 
 
 def _device(model: CLIP) -> torch.device:
@@ -66,22 +66,14 @@ def encode_text_long(
     """Normalised embeddings of texts of any length (N, D).
 
     Text that fits the context is encoded as is. Longer text is cut into windows of
-    ``context_length`` less the special tokens (the model's own tokenizer's) (overlapping by ``stride``, default half a window), each
+    ``context_length`` less the model's own tokenizer's special tokens (overlapping by
+    ``stride``, default half a window), each
     wrapped in start/end tokens and encoded; the normalised window embeddings are averaged,
     weighted by window length, and renormalised. All windows of all texts are encoded
     together in batches.
     """
     tok = model_tokenizer(model)
-    width = tok.width
-    step = stride or max(1, width // 2)
-    windows: list[list[int]] = []
-    owner: list[int] = []
-    for i, text in enumerate(texts):
-        ids = tok.encode(text)
-        starts = [0] if len(ids) <= width else list(range(0, len(ids) - width + step, step))
-        for s in starts:
-            windows.append(ids[s : s + width])
-            owner.append(i)
+    windows, owner = split_windows(texts, tok.encode, tok.width, stride)
     if not windows:
         return torch.empty(0, model.embed_dim)
     # Similar lengths together: each batch is trimmed to its longest sequence.

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from indexer.store import IndexBusyError
-from indexer.watch.status import read_status
+from indexer.watch.status import pid_alive, read_status
 
 log = logging.getLogger("clipsearch.watch")
 
@@ -55,20 +55,10 @@ def watch_pid(index_dir: str | os.PathLike) -> int | None:
     try:
         lock_pid = (index_dir / "writer.lock").read_text().strip()
     except FileNotFoundError:
-        return pid if _alive(pid) else None
+        return pid if pid_alive(pid) else None
     except OSError:
         return None
     return pid if lock_pid == str(pid) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_json(path: Path, doc: dict) -> None:

@@ -168,6 +168,7 @@ class Indexer:
             dec = decode(
                 data, self.cfg.library.max_pixels,
                 self.draft if self.cfg.index.jpeg_draft and self.jpeg_draft else None,
+                name=work.entry.path, min_preview=self.draft,  # RAW: a preview this large
             )
             del data
             prepare = getattr(self.encoder, "prepare", None)
@@ -206,7 +207,7 @@ class Indexer:
             self.tagger.start(self.store)
         found = walk(
             targets, self.cfg.library.extensions, self.cfg.library.follow_symlinks,
-            exclude=[self.cfg.index_dir],
+            exclude=[self.cfg.index_dir], raw_with_jpeg=self.cfg.library.raw_with_jpeg,
         )  # fmt: skip
         rep = IndexReport(scanned=len(found.entries), unlisted_folders=found.unlisted)
         prefixes = [os.fsencode(s) for s, _ in targets]

@@ -220,3 +220,12 @@ def test_bad_raw_files_are_recorded_and_the_run_goes_on(tmp_path, coco_images, t
     }, errors
     assert "RAW" in errors["header_only.dng"] and "RAW" in errors["text.raf"]
     assert rep.errors == 7 and rep.added == 4  # good.dng, bad_preview.dng (demosaic), 2 JPEGs
+
+
+def test_doctor_reports_raw_support(monkeypatch):
+    from indexer.ingest.doctor import formats
+
+    assert formats()["RAW"] == f"rawpy {rawpy.__version__} (LibRaw " \
+        f"{'.'.join(map(str, rawpy.libraw_version))})"  # fmt: skip
+    monkeypatch.setitem(sys.modules, "rawpy", None)
+    assert formats()["RAW"] is None

@@ -167,7 +167,21 @@ def test_raw_with_jpeg_skip_or_index(tmp_path, coco_images, tiny_checkpoint):
     state = sqlite_state(cfg.index_dir)
     assert sorted(Path(p).name for p in state["ok"]) == [
         "DSC_0.JPG", "DSC_1.jpeg", "DSC_2.jpeg", "lone.dng"] and state["errors"] == {}
-    # the same rule for single files (clipsearch index PATH, the watch service's batches)
+    # runs on paths (clipsearch index PATH, the watch service's batches) follow the JPEG: it
+    # goes away, its RAW is indexed; it comes back, the RAW leaves the index again
+    jpeg = lib_dir / "DSC_1.jpeg"
+    kept = jpeg.read_bytes()
+    jpeg.unlink()
+    with Library.open(cfg, writer=True, encoder=enc) as lib:
+        rep = lib.index([os.fspath(jpeg)], progress=False)
+    assert (rep.added, rep.removed, rep.errors) == (1, 1, 0)
+    assert os.fspath(lib_dir / "DSC_1.dng") in sqlite_state(cfg.index_dir)["ok"]
+    jpeg.write_bytes(kept)
+    with Library.open(cfg, writer=True, encoder=enc) as lib:
+        rep = lib.index([os.fspath(jpeg)], progress=False)
+    assert (rep.added + rep.moved + rep.copied, rep.removed, rep.errors) == (1, 1, 0)
+    assert sqlite_state(cfg.index_dir)["ok"].keys() == state["ok"].keys()
+    # the same rule for single files
     twin = lib_dir / "DSC_1.dng"
     found = walk([(twin, lib_dir), (lone, lib_dir)], cfg.library.extensions, raw_with_jpeg="skip")
     assert [e.path for e in found.entries] == [os.fspath(lone)]
@@ -229,3 +243,15 @@ def test_doctor_reports_raw_support(monkeypatch):
         f"{'.'.join(map(str, rawpy.libraw_version))})"  # fmt: skip
     monkeypatch.setitem(sys.modules, "rawpy", None)
     assert formats()["RAW"] is None
+
+
+def test_data_end_reads_where_each_container_ends(tmp_path, coco_images):
+    import struct
+
+    dng = write_dng(tmp_path / "a.dng", _photo(coco_images[3]), preview_side=0).read_bytes()
+    assert data_end(dng) == len(dng) and data_end(dng[:-1]) == len(dng)
+    raf = b"FUJIFILMCCD-RAW ".ljust(84, b"\0") + struct.pack(">6I", 200, 100, 300, 50, 400, 1000)
+    assert data_end(raf.ljust(1400, b"\0")) == 1400 and data_end(raf.ljust(900, b"\0")) == 1400
+    bmff = struct.pack(">I4s", 16, b"ftyp").ljust(16, b"\0") + struct.pack(">I4s", 100, b"moov")
+    assert data_end(bmff.ljust(116, b"\0")) == 116 and data_end(bmff.ljust(60, b"\0")) == 116
+    assert data_end(b"\x00" * 64) is None  # unknown: LibRaw unpacks to check

@@ -32,7 +32,7 @@ from indexer.embed.images import (
     thumbnail_source,
     write_thumbnail,
 )
-from indexer.ingest.scan import FileEntry, check_roots, walk
+from indexer.ingest.scan import FileEntry, check_roots, walk, with_raw_twins
 from indexer.store import STATUS_ERROR, STATUS_OK, Changes, IndexStore
 
 
@@ -202,7 +202,7 @@ class Indexer:
         t0 = time.monotonic()
         self._heif = setup_codecs()
         self.store.bind_model(self.encoder.identity)
-        targets = _targets(self.cfg, paths, self.skip_missing_roots)
+        targets = with_raw_twins(_targets(self.cfg, paths, self.skip_missing_roots), self.cfg)
         if self.tagger is not None:
             self.tagger.start(self.store)
         found = walk(

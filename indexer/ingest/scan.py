@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from indexer.config import Config
 from indexer.embed.images import os_reason
 from indexer.embed.raw import is_raw_name
 
@@ -77,6 +78,34 @@ def _folder_names(folder: str, cache: dict[str, set[str]]) -> set[str]:
         except OSError:
             cache[folder] = set()
     return cache[folder]
+
+
+def with_raw_twins(targets: list[tuple[Path, Path]], cfg: Config) -> list[tuple[Path, Path]]:
+    """``targets`` plus, with ``library.raw_with_jpeg: skip``, the RAW files named like each
+    JPEG file target (``clipsearch index IMG_1.JPG``, a watch batch): a JPEG that appears hides
+    its RAW (whose row is then swept), one that goes away lets it be indexed."""
+    if cfg.library.raw_with_jpeg != "skip":
+        return targets
+    out, seen = list(targets), {start for start, _ in targets}
+    stems: dict[Path, dict[str, list[str]]] = {}  # folder -> RAW stem (lower-cased) -> names
+    for start, root in targets:
+        stem, ext = os.path.splitext(start.name)
+        if ext.lower() not in _JPEG_EXTENSIONS:
+            continue
+        if start.parent not in stems:
+            try:
+                names = os.listdir(start.parent)
+            except OSError:
+                names = []
+            stems[start.parent] = by_stem = {}
+            for n in names:
+                if is_raw_name(n):
+                    by_stem.setdefault(os.path.splitext(n)[0].lower(), []).append(n)
+        for n in stems[start.parent].get(stem.lower(), []):
+            if (twin := start.parent / n) not in seen:
+                seen.add(twin)
+                out.append((twin, root))
+    return out
 
 
 def check_roots(roots: Iterable[Path]) -> None:

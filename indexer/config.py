@@ -30,6 +30,9 @@ INDEX_KINDS = ("auto", "flat", "ivf", "ivf-sq8", "hnsw")
 
 DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
 HEIF_EXTENSIONS = [".heic", ".heif"]
+RAW_EXTENSIONS = (".dng .cr2 .cr3 .crw .nef .nrw .arw .srf .sr2 .raf .orf .rw2 .pef .srw .x3f .3fr "
+                  ".iiq .erf .kdc .dcr .mrw .rwl .mos .mef .raw").split()  # camera RAW: rawpy
+RAW_WITH_JPEG = ("skip", "index")  # library.raw_with_jpeg: a RAW beside a same-named JPEG
 
 
 class ConfigError(ValueError):
@@ -53,9 +56,10 @@ class LibraryConfig:
     """Which photos are indexed."""
 
     roots: list[str] = field(default_factory=lambda: ["data/samples"])
-    extensions: list[str] = field(default_factory=lambda: DEFAULT_EXTENSIONS + HEIF_EXTENSIONS)
+    extensions: list[str] = field(default_factory=lambda: [*DEFAULT_EXTENSIONS, *HEIF_EXTENSIONS, *RAW_EXTENSIONS])  # fmt: skip
     max_pixels: int = 150_000_000
     follow_symlinks: bool = True
+    raw_with_jpeg: str = "skip"  # skip | index (RAW_WITH_JPEG)
 
 
 @dataclass
@@ -326,12 +330,11 @@ def _validate(cfg: Config) -> None:
 
     if cfg.model.device not in ("auto", "cpu", "cuda") and not cfg.model.device.startswith("cuda:"):
         raise bad("model.device", f"expected auto, cpu or cuda, got {cfg.model.device!r}")
-    if cfg.model.precision not in ("auto", "fp32", "fp16", "bf16", "int8"):
-        raise bad("model.precision", f"expected auto, fp32, fp16, bf16 or int8, got "
-                                     f"{cfg.model.precision!r}")  # fmt: skip
-    if cfg.model.backend not in ("auto", "torch", "onnxruntime"):
-        raise bad("model.backend", f"expected auto, torch or onnxruntime, got "
-                                   f"{cfg.model.backend!r}")  # fmt: skip
+    for key, allowed in (("model.precision", ("auto", "fp32", "fp16", "bf16", "int8")),
+                         ("model.backend", ("auto", "torch", "onnxruntime")),
+                         ("index.engine", ("local", "ray")), ("library.raw_with_jpeg", RAW_WITH_JPEG)):  # fmt: skip
+        if (value := getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1])) not in allowed:
+            raise bad(key, f"expected {', '.join(allowed[:-1])} or {allowed[-1]}, got {value!r}")
     if cfg.model.precision == "int8" and cfg.model.backend == "torch":
         raise bad("model.precision", "int8 runs on backend onnxruntime (or auto), not torch")
     if cfg.model.backend == "onnxruntime" and cfg.model.precision in ("fp16", "bf16"):
@@ -343,8 +346,6 @@ def _validate(cfg: Config) -> None:
     for key in ("database", "read_database"):
         if (url := getattr(cfg.index, key)) and not url.startswith(("postgresql:", "postgres:")):
             raise bad(f"index.{key}", "expected a postgresql://user@host/db URL")
-    if cfg.index.engine not in ("local", "ray"):
-        raise bad("index.engine", f"expected local or ray, got {cfg.index.engine!r}")
     if min((r := cfg.index.ray).actors, r.batch_size, r.num_gpus or 0) < 0 or r.num_cpus <= 0:
         raise bad("index.ray", "actors, batch_size, num_gpus: 0 or more; num_cpus: above 0")
     for key in ("batch_size", "decode_workers", "torch_threads", "model_sessions"):

@@ -55,8 +55,9 @@ def _luminance(img: Image.Image, box: tuple[int, int, int, int]) -> float:
 
 
 def draw_word(img: Image.Image, word: str, font: Path, size: int, angle: float, band: bool,
-              rng: np.random.Generator, at: tuple[int, int] | None = None) -> Drawn:  # fmt: skip
-    """Draw ``word`` on ``img`` in place (at a random spot where it fits, or ``at``)."""
+              rng: np.random.Generator, region: tuple[int, int, int, int] | None = None) -> Drawn:  # fmt: skip
+    """Draw ``word`` on ``img`` in place, at a random spot of ``region`` (x0, y0, x1, y1;
+    default the whole image) where it fits."""
     f = ImageFont.truetype(str(font), size)
     left, top, right, bottom = f.getbbox(word)
     pad = max(4, size // 3) if band else 2
@@ -69,11 +70,9 @@ def draw_word(img: Image.Image, word: str, font: Path, size: int, angle: float, 
         d.rectangle((0, 0, w - 1, h - 1), fill=(245, 245, 240, 255) if light else (25, 30, 35, 255))
         ink = (20, 20, 20, 255) if light else (250, 250, 250, 255)
     rot_size = layer.rotate(angle, expand=True).size
-    if at is None:
-        x = int(rng.integers(0, max(1, img.width - rot_size[0])))
-        y = int(rng.integers(0, max(1, img.height - rot_size[1])))
-    else:
-        x, y = at
+    x0, y0, x1, y1 = region or (0, 0, img.width, img.height)
+    x = int(rng.integers(x0, max(x0 + 1, x1 - rot_size[0])))
+    y = int(rng.integers(y0, max(y0 + 1, y1 - rot_size[1])))
     box = (x, y, min(img.width, x + rot_size[0]), min(img.height, y + rot_size[1]))
     brightness = _luminance(img, box)
     if ink is None:

@@ -52,8 +52,15 @@ def ocr_line(rep) -> str:  # noqa: ANN001 - an OcrReport
 
 
 def _then_ocr(lib, stop=None):  # noqa: ANN001, ANN202 - Library; OcrReport | None
-    """With ``ocr.enabled``: read the text of what the run indexed, its vectors committed."""
-    return lib.ocr.run(stop=stop) if lib.ocr.enabled else None
+    """With ``ocr.enabled``: read the text of what the run indexed, its vectors committed (a
+    missing engine is a warning here: the index is up to date; `clipsearch ocr` fails on it)."""
+    from indexer.ocr.engines import OcrUnavailableError
+
+    try:
+        return lib.ocr.run(stop=stop) if lib.ocr.enabled else None
+    except OcrUnavailableError as exc:
+        print(f"warning: ocr.enabled, but {exc}; the text stays pending", file=sys.stderr)
+        return None
 
 
 @command("index", "bring the index up to date with the library roots", _index_args)

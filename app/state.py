@@ -183,7 +183,7 @@ def display_image(path: str, mtime_ns: int, size: int, max_pixels: int) -> bytes
     Raises indexer.embed.images.BadImage with the reason when it cannot be read or decoded.
     """
     data = read_file(path)
-    img = decode(data, max_pixels=max_pixels).image
+    img = decode(data, max_pixels=max_pixels, name=path).image
     img.thumbnail((DETAIL_MAX_SIDE, DETAIL_MAX_SIDE), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     img.convert("RGB").save(buf, "JPEG", quality=90)

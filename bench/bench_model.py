@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bench_model                       # random ViT-B/32 checkpoint
     .venv/bin/python -m bench.bench_model --weights ViT-B-32.pt # your real checkpoint
+    .venv/bin/python -m bench.bench_model --family siglip2      # a random SigLIP2 ViT-B/16
 
 Runtimes: torch fp32 / bf16 (eager, SDPA) and ONNX Runtime fp32 / int8 (clipmodel's
 onnx_backend; its one-time export is timed separately). Reports medians (and ratios to torch
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import clipmodel as clip
+from clipmodel.tokenizer import model_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = REPO.parent / "shared" / "datasets" / "coco-mini" / "val2017"
@@ -50,6 +52,18 @@ def random_checkpoint(arch: str) -> Path:
     from tests.checkpoints import write_random_checkpoint
 
     return write_random_checkpoint(Path(tempfile.mkdtemp()) / "model.pt", arch, seed=1)
+
+
+def random_family(family: str) -> Path:
+    """A random model folder of transformers' default size for ``family`` (ViT-B/16)."""
+    from tests.family_checkpoints import write_siglip, write_xlmr
+
+    folder = Path(tempfile.mkdtemp()) / family
+    if family == "xlm-roberta":
+        write_xlmr(folder, seed=1, full=True)
+    else:
+        write_siglip(folder, family, seed=1, full=True)
+    return folder
 
 
 VARIANTS = {  # name -> clipmodel.load arguments
@@ -93,12 +107,11 @@ def run(weights: Path, variants: list[str], batch: int, threads: int, repeats: i
             img_s = median_time(lambda m=model, x=patches: m.encode_pixels(x), repeats)
         else:
             img_s = median_time(lambda m=model, x=images: m.encode_image(x), repeats)
-        tokens = clip.tokenize(QUERIES[:1])
+        tokenize = model_tokenizer(model)
+        tokens = tokenize(QUERIES[:1])
         txt_s = median_time(lambda m=model, t=tokens: m.encode_text(t), repeats * 5)
         emb_i = F.normalize(model.encode_image(images).float(), dim=-1)
-        emb_t = F.normalize(
-            model.encode_text(clip.tokenize(texts(), truncate=True)).float(), dim=-1
-        )
+        emb_t = F.normalize(model.encode_text(tokenize(texts(), truncate=True)).float(), dim=-1)
         if reference is None:
             reference = (emb_i, emb_t)
         cos_i = (emb_i * reference[0]).sum(-1)
@@ -123,13 +136,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--weights", help="checkpoint path (default: a random ViT-B/32)")
     ap.add_argument("--arch", default="ViT-B/32", help="architecture of the random checkpoint")
+    ap.add_argument("--family", choices=["siglip", "siglip2", "xlm-roberta"],
+                    help="a random model of this family instead (transformers' default size)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=", ".join(VARIANTS))
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", help="write the rows to this file")
     args = ap.parse_args()
-    weights = Path(args.weights) if args.weights else random_checkpoint(args.arch)
+    if args.weights:
+        weights = Path(args.weights)
+    else:
+        weights = random_family(args.family) if args.family else random_checkpoint(args.arch)
     rows = run(weights, args.variants.split(","), args.batch, args.threads, args.repeats)
     print(f"checkpoint: {weights}  batch {args.batch}  threads {args.threads}")
     print("| runtime | images/s | x torch fp32 | text query ms | image cos min | text cos min "

@@ -128,7 +128,6 @@ def load(
     if chain:
         from .fastpath import select
 
-        chain = _torch_only(model, chain)
         runner, report = select(model, chain, download_root, f"{backend} {precision}", threads,
                                 image_sessions, selfcheck)  # fmt: skip
         if selfcheck and getattr(model, "family", "clip") == "clip":
@@ -175,22 +174,6 @@ def _read_model(path: Path, trust_archive: bool, activation: str | None):
     model.checkpoint_sha256, model.checkpoint_format = ckpt.sha256, ckpt.format
     model.architecture = describe(model.config)
     return model
-
-
-def _torch_only(model, chain: list[str]) -> list[str]:
-    """``chain`` without its ONNX Runtime paths for families the exporter does not cover
-    (SigLIP, XLM-R): said in one WARNING line; torch runs them."""
-    if getattr(model, "family", "clip") == "clip":
-        return chain
-    import logging
-
-    kept = [p for p in chain if not p.startswith("onnxruntime")]
-    if len(kept) < len(chain):
-        logging.getLogger("clipmodel.fidelity").warning(
-            "declined %s for %s: the ONNX export covers OpenAI-architecture CLIP only; "
-            "running torch", ", ".join(p for p in chain if p not in kept), model.family,
-        )  # fmt: skip
-    return kept or ["torch fp32"]
 
 
 def _record_for_queries(model, runner, report, path: Path, requested: str, cache_dir) -> None:

@@ -288,10 +288,7 @@ def measure_paths(model, cache_dir=None, paths: list[str] | None = None, images=
         tokens = cal_tokens if prompts is None else model_tokenizer(model)(list(prompts))
         exact = embed_calibration(model, images, tokens)
     out = []
-    chosen = paths or all_paths()
-    if getattr(model, "family", "clip") != "clip":  # no ONNX export for these (see api)
-        chosen = [p for p in chosen if not p.startswith(ORT_PREFIX)]
-    for path in chosen:
+    for path in paths or all_paths():
         if path == EXACT:
             out.append(PathCheck(EXACT, None, None, 0.0, False, code_version()))
             continue

@@ -68,6 +68,7 @@ class OnnxCLIP:
         threads = threads or torch.get_num_threads()
         image_sessions = max(1, min(image_sessions, threads))
         self.config = model.config
+        self.family = getattr(model, "family", "clip")
         self.context_length = model.context_length
         self.embed_dim = model.embed_dim
         self.image_resolution = model.image_resolution
@@ -75,6 +76,12 @@ class OnnxCLIP:
         for attr in ("model_name", "checkpoint_sha256", "checkpoint_format", "checkpoint_path",
                      "architecture"):  # fmt: skip
             setattr(self, attr, getattr(model, attr, None))
+        # the families' own tokenizer, preprocessing and sigmoid head (clipmodel.families)
+        for attr in ("tokenizer", "image_spec", "text_config", "sigmoid_calibration"):
+            if hasattr(model, attr):
+                setattr(self, attr, getattr(model, attr))
+        bias = getattr(model, "logit_bias", None)
+        self.logit_bias = None if bias is None else bias.detach().float().clone()
         self.quantize = quantize
         self.paths = (image_path, text_path)
         self._threads, self._spinning = threads, spinning
@@ -99,7 +106,9 @@ class OnnxCLIP:
         self._text = _session(text_path, threads, spinning)
         # int8 ViTs read 8-bit pixel patches (see image_patches); others normalised images
         self.pixel_input = self._image.get_inputs()[0].name == "pixels"
-        self.patch_size = model.visual.patch_size if model.config.is_vit else None
+        self.patch_size = (
+            model.visual.patch_size if self.family == "clip" and model.config.is_vit else None
+        )
 
     def use_text(self, text_path: Path | None = None, text_model: Any = None) -> None:
         """Encode texts with another text graph (a milder variant's) or a torch model instead
@@ -173,7 +182,14 @@ class OnnxCLIP:
         if self._text_model is not None:
             with torch.inference_mode():
                 return self._text_model.encode_text(text, attention_mask).float()
-        if attention_mask is None:
+        if self.family != "clip":
+            if attention_mask is not None:
+                raise ValueError(f"the {self.family} text graph takes no attention mask")
+            from .families.onnx import text_feed as family_feed
+
+            pad = getattr(getattr(self, "tokenizer", None), "pad_id", None)
+            feed = family_feed(self.family, text.cpu().numpy(), pad)
+        elif attention_mask is None:
             feed = text_feed(text.cpu().numpy())
         else:
             eot = attention_mask.long().sum(dim=-1) - 1
@@ -186,10 +202,13 @@ class OnnxCLIP:
         return torch.from_numpy(self._text.run(None, feed)[0])
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled cosine similarities: (logits_per_image, logits_per_text)."""
+        """Scaled cosine similarities (plus SigLIP's bias): (logits_per_image,
+        logits_per_text)."""
         img = torch.nn.functional.normalize(self.encode_image(image), dim=-1)
         txt = torch.nn.functional.normalize(self.encode_text(text), dim=-1)
         logits = self.logit_scale.exp() * img @ txt.t()
+        if self.logit_bias is not None:
+            logits = logits + self.logit_bias
         return logits, logits.t()
 
     __call__ = forward

@@ -17,6 +17,9 @@ A ViT's int8 image graph reads 8-bit pixels, already cut into patches (see
 onnx_backend.image_patches): the normalisation is folded into the patch embedding's weights,
 so that first product runs on the integer pixels exactly (only its weights are quantized) and
 the float input of the convolution disappears.
+
+The other families (SigLIP, SigLIP2, XLM-R) export their own graphs (clipmodel.families.onnx,
+float image input), smoothed by clipmodel.families.smooth.
 """
 
 from __future__ import annotations
@@ -110,6 +113,11 @@ def cache_key(model: CLIP, quantize: str) -> str:
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
+    family = getattr(model, "family", "clip")
+    if family != "clip":  # (OpenAI-architecture keys stay as they were: their caches remain)
+        parts["family"] = family
+        text_config = getattr(model, "text_config", None)
+        parts["text_config"] = dataclasses.asdict(text_config) if text_config else None
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
 
@@ -299,15 +307,26 @@ def export_onnx(
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
     try:
-        pixel_input = _pixel_input(model, quantize)
-        graph_model = smoothed(model) if quantize in ("int8", "int8-mild") else model
-        staged = list(_export_graphs(graph_model, work, pixel_input))
-        del graph_model
+        if getattr(model, "family", "clip") == "clip":
+            pixel_input = _pixel_input(model, quantize)
+            graph_model = smoothed(model) if quantize in ("int8", "int8-mild") else model
+            staged = list(_export_graphs(graph_model, work, pixel_input))
+            del graph_model
+            resnet = not model.config.is_vit
+        else:  # SigLIP, XLM-R: float image input (clipmodel.families.onnx, .smooth)
+            from .families.onnx import export_graphs
+            from .families.smooth import smoothed as family_smoothed
+
+            pixel_input, resnet = False, False
+            smooth = quantize in ("int8", "int8-mild")
+            graph_model = family_smoothed(model) if smooth else model
+            staged = list(export_graphs(graph_model, work))
+            del graph_model
         if quantize.startswith("int8"):
             mild = quantize == "int8-mild"
             for i, src in enumerate(staged):
                 staged[i] = work / f"int8-{src.name}"
-                extra = (True, i == 0 and not model.config.is_vit) if mild else ()
+                extra = (True, i == 0 and resnet) if mild else ()
                 _quantize(src, staged[i], *extra)
             if pixel_input:
                 _splice_pixel_input(staged[0], model)

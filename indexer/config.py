@@ -30,6 +30,9 @@ INDEX_KINDS = ("auto", "flat", "ivf", "ivf-sq8", "hnsw")
 
 DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
 HEIF_EXTENSIONS = [".heic", ".heif"]
+RAW_EXTENSIONS = (".dng .cr2 .cr3 .crw .nef .nrw .arw .srf .sr2 .raf .orf .rw2 .pef .srw .x3f .3fr "
+                  ".iiq .erf .kdc .dcr .mrw .rwl .mos .mef .raw").split()  # camera RAW: rawpy
+RAW_WITH_JPEG = ("skip", "index")  # library.raw_with_jpeg: a RAW beside a same-named JPEG
 
 
 class ConfigError(ValueError):
@@ -53,9 +56,10 @@ class LibraryConfig:
     """Which photos are indexed."""
 
     roots: list[str] = field(default_factory=lambda: ["data/samples"])
-    extensions: list[str] = field(default_factory=lambda: DEFAULT_EXTENSIONS + HEIF_EXTENSIONS)
+    extensions: list[str] = field(default_factory=lambda: [*DEFAULT_EXTENSIONS, *HEIF_EXTENSIONS, *RAW_EXTENSIONS])  # fmt: skip
     max_pixels: int = 150_000_000
     follow_symlinks: bool = True
+    raw_with_jpeg: str = "skip"  # skip | index (RAW_WITH_JPEG)
 
 
 @dataclass
@@ -193,7 +197,6 @@ class TagsConfig:
 @dataclass
 class OCRConfig:
     """Text in images, read after the vectors are committed (``text:`` queries; ``indexer/ocr/``)."""
-
     enabled: bool = False
     engine: str = "auto"
     languages: str = "eng"  # Tesseract's -l (eng+deu)
@@ -327,10 +330,10 @@ def _validate(cfg: Config) -> None:
 
     if cfg.model.device not in ("auto", "cpu", "cuda") and not cfg.model.device.startswith("cuda:"):
         raise bad("model.device", f"expected auto, cpu or cuda, got {cfg.model.device!r}")
-    if cfg.model.precision not in ("auto", "fp32", "fp16", "bf16", "int8"):
-        raise bad("model.precision", f"expected auto, fp32, fp16, bf16 or int8, got {cfg.model.precision!r}")  # fmt: skip
-    if cfg.model.backend not in ("auto", "torch", "onnxruntime"):
-        raise bad("model.backend", f"expected auto, torch or onnxruntime, got {cfg.model.backend!r}")  # fmt: skip
+    for key, allowed in (("model.precision", ("auto", "fp32", "fp16", "bf16", "int8")), ("model.backend", ("auto", "torch", "onnxruntime")),
+                         ("index.engine", ("local", "ray")), ("library.raw_with_jpeg", RAW_WITH_JPEG), ("ocr.engine", ("auto", "rapidocr", "tesseract"))):  # fmt: skip
+        if (value := getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1])) not in allowed:
+            raise bad(key, f"expected {', '.join(allowed[:-1])} or {allowed[-1]}, got {value!r}")
     if cfg.model.precision == "int8" and cfg.model.backend == "torch":
         raise bad("model.precision", "int8 runs on backend onnxruntime (or auto), not torch")
     if cfg.model.backend == "onnxruntime" and cfg.model.precision in ("fp16", "bf16"):
@@ -342,15 +345,13 @@ def _validate(cfg: Config) -> None:
     for key in ("database", "read_database"):
         if (url := getattr(cfg.index, key)) and not url.startswith(("postgresql:", "postgres:")):
             raise bad(f"index.{key}", "expected a postgresql://user@host/db URL")
-    if cfg.index.engine not in ("local", "ray"):
-        raise bad("index.engine", f"expected local or ray, got {cfg.index.engine!r}")
     if min((r := cfg.index.ray).actors, r.batch_size, r.num_gpus or 0) < 0 or r.num_cpus <= 0:
         raise bad("index.ray", "actors, batch_size, num_gpus: 0 or more; num_cpus: above 0")
     for key in ("batch_size", "decode_workers", "torch_threads", "model_sessions"):
         if getattr(cfg.index, key) < 0:
             raise bad(f"index.{key}", "must be 0 (automatic) or more")
-    if (o := cfg.ocr).engine not in ("auto", "rapidocr", "tesseract") or not 0 <= o.min_confidence <= 1 or not all(x.isidentifier() for x in o.languages.split("+")):  # fmt: skip
-        raise bad("ocr", f"expected engine auto, rapidocr or tesseract, min_confidence 0 to 1, languages like eng or eng+deu; got {o.engine!r}, {o.min_confidence}, {o.languages!r}")  # fmt: skip
+    if not 0 <= (o := cfg.ocr).min_confidence <= 1 or not all(x.isidentifier() for x in o.languages.split("+")):  # fmt: skip
+        raise bad("ocr", f"expected min_confidence 0 to 1, languages like eng or eng+deu; got {o.min_confidence}, {o.languages!r}")  # fmt: skip
     for key in ("library.max_pixels", "search.top_k", "index.thumbnail_size", "ocr.min_text_px", "ocr.max_side", "ocr.batch_size"):  # fmt: skip
         if getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) < 1:
             raise bad(key, "must be at least 1")

@@ -31,7 +31,10 @@ def test_pipeline_end_to_end(tmp_path, coco_images, family, monkeypatch):
             assert len(lib.search(query, k=5).hits) == 5
         photo = env.images[2]
         hit = lib.search(image=photo, k=2).hits[0]
-        assert hit.path == os.fspath(photo) and hit.score == pytest.approx(1.0, abs=1e-4)
+        # the int8 fast path runs here: dynamic quantization scales each call's activations
+        # together, so a photo encoded alone differs a little from the same one in a batch
+        assert hit.path == os.fspath(photo) and hit.score == pytest.approx(1.0, abs=5e-4)
+        assert lib.status()["fast_paths"]["model"]["path"].startswith("onnxruntime int8")
         long_text = " ".join(["eine rote Straßenbahn vor dem Bahnhof"] * 30)
         assert len(lib.search(long_text, k=3).hits) == 3
         # tags: a sigmoid model's thresholds sit at its own 50% point, -bias / scale

@@ -113,3 +113,4 @@ def test_doctor_measures_every_path(pool_checkpoint, pool_cache, coco_images, tm
     text = run_cli(["doctor", "--photos", "4"], config, timeout=300)
     assert text.returncode == 0, text.stderr
     assert "onnxruntime int8-mild" in text.stdout and "refused" in text.stdout
+    assert set(doc["formats"]) == {"HEIF", "RAW"} and "\nformats: HEIF " in text.stdout

@@ -34,6 +34,9 @@ def _cmd_doctor(args: argparse.Namespace, cfg: Config) -> int:
         return 0
     where = "library photos" if doc["own_photos"] else "calibration photos (library empty)"
     print(f"checkpoint: {doc['checkpoint']}")
+    hint = {"HEIF": "pip install 'clipsearch[heif]'", "RAW": "pip install 'clipsearch[raw]'"}
+    print("formats: " + "; ".join(f"{name} {how or 'not installed: ' + hint.get(name, '')}"
+                                  for name, how in doc["formats"].items()))  # fmt: skip
     print(f"measured on {doc['photos']} {where} and {doc['prompts']} prompts, against the exact "
           f"fp32 path; bars: mean >= {MEAN_BAR}, min >= {MIN_BAR}")  # fmt: skip
     print(f"{'path':<28} {'images mean / min':<19} {'texts mean / min':<19} {'verdict':<9} s")

@@ -68,7 +68,7 @@ def run_classify(args: argparse.Namespace, cfg: Config) -> int:
     images = []
     for path in args.images:
         try:
-            images.append(decode(read_file(path), cfg.library.max_pixels).image)
+            images.append(decode(read_file(path), cfg.library.max_pixels, name=path).image)
         except BadImage as exc:
             raise UserError(f"{path}: {exc}") from None
     model, preprocess = _load_model(cfg)

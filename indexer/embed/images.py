@@ -23,6 +23,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipmodel.preprocess import resize_fast, to_supported_mode
+from indexer.embed.raw import RawError, is_raw_name, open_raw, raw_support
 
 HASH_NAME = "blake2b-256"
 _EXIF_IFD = 0x8769
@@ -32,7 +33,11 @@ _TAG_DATETIME = 306
 _TAG_MAKE = 271
 _TAG_MODEL = 272
 _TAG_ORIENTATION = 274
+_TAG_DNG_VERSION = 50706
 _REDUCING_GAP = 2.0  # thumbnails: Pillow box-reduces first when shrinking >= 2x this
+RAW_PREVIEW_MIN = 1024  # RAW previews used without a draft size: both sides at least this
+# LibRaw flip -> the transpose that makes a RAW's (unrotated) preview upright
+_FLIP = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
 _heif_checked = False
 
 
@@ -137,6 +142,11 @@ def read_exif(img: Image.Image) -> tuple[str | None, str | None, int]:
         exif = img.getexif()
     except Exception:  # noqa: BLE001 - corrupt EXIF is common and harmless
         return None, None, 1
+    return exif_fields(exif)
+
+
+def exif_fields(exif: Image.Exif) -> tuple[str | None, str | None, int]:
+    """:func:`read_exif` of a loaded :class:`PIL.Image.Exif` (also a TIFF-based RAW's IFD0)."""
     try:
         sub = exif.get_ifd(_EXIF_IFD)
     except Exception:  # noqa: BLE001
@@ -145,6 +155,7 @@ def read_exif(img: Image.Image) -> tuple[str | None, str | None, int]:
     for tag, source in (
         (_TAG_DATETIME_ORIGINAL, sub),
         (_TAG_DATETIME_DIGITIZED, sub),
+        (_TAG_DATETIME_ORIGINAL, exif),  # DNG writers may keep it in IFD0
         (_TAG_DATETIME, exif),
     ):
         taken = _exif_datetime(source.get(tag))
@@ -158,15 +169,32 @@ def read_exif(img: Image.Image) -> tuple[str | None, str | None, int]:
     return taken, camera, orientation if isinstance(orientation, int) else 1
 
 
-def decode(data: bytes, max_pixels: int, draft_size: int | None = None) -> Decoded:
+def decode(
+    data: bytes,
+    max_pixels: int,
+    draft_size: int | None = None,
+    name: str | os.PathLike | None = None,
+    min_preview: int | None = None,
+) -> Decoded:
     """Decode image bytes into an upright, loaded PIL image (first frame of animations).
 
     ``draft_size`` (JPEG only, opt-in) lets libjpeg decode at a reduced scale that still covers
-    ``draft_size`` pixels on each side. Raises :class:`BadImage` with the reason on any failure.
+    ``draft_size`` pixels on each side. ``name``: the file's name or path; a camera RAW
+    extension decodes through LibRaw (:func:`decode_raw`), as do DNGs and, when ``name`` is
+    None, bytes that Pillow does not know but LibRaw does. Raises :class:`BadImage` with the
+    reason on any failure.
     """
+    if is_raw_name(name):
+        return decode_raw(data, max_pixels, draft_size, min_preview)
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        if name is None and raw_support() is not None:
+            try:
+                return decode_raw(data, max_pixels, draft_size, min_preview)
+            except BadImage as exc:
+                if not str(exc).startswith("not a RAW file"):
+                    raise
         raise BadImage("not a recognised image format") from None
     except Image.DecompressionBombError as exc:
         raise BadImage(f"decompression bomb: {exc}".split(". ")[0]) from None
@@ -181,6 +209,8 @@ def decode(data: bytes, max_pixels: int, draft_size: int | None = None) -> Decod
                 f"decompression bomb: {width}x{height} = {width * height} pixels exceeds "
                 f"library.max_pixels ({max_pixels})"
             )
+        if img.format == "TIFF" and _TAG_DNG_VERSION in img.tag_v2 and raw_support():
+            return decode_raw(data, max_pixels, draft_size, min_preview)  # not its preview IFD
         taken, camera, orientation = read_exif(img)
         if orientation in (5, 6, 7, 8):
             width, height = height, width
@@ -203,6 +233,58 @@ def decode(data: bytes, max_pixels: int, draft_size: int | None = None) -> Decod
     except Exception as exc:  # noqa: BLE001 - truncated / corrupt data
         raise BadImage(f"cannot decode image: {exc}") from None
     return Decoded(img, width, height, taken, camera)
+
+
+def _container_exif(data: bytes) -> tuple[str | None, str | None]:
+    """(capture time, camera) from a TIFF-based RAW's own IFDs (DNG, CR2, NEF, ARW, ...)."""
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None, None
+    try:
+        exif = Image.Exif()
+        exif.load(data)
+    except Exception:  # noqa: BLE001 - metadata is optional
+        return None, None
+    return exif_fields(exif)[:2]
+
+
+def decode_raw(
+    data: bytes, max_pixels: int, draft_size: int | None = None, min_preview: int | None = None
+) -> Decoded:
+    """:func:`decode` of camera RAW bytes: the embedded JPEG preview (itself draft-decoded with
+    ``draft_size``) when it covers ``min_preview`` (else ``draft_size``, else
+    :data:`RAW_PREVIEW_MIN`) pixels on each side, else a half-size demosaic. The size recorded
+    is the full photo's; capture time and camera come from the RAW's EXIF, the preview's, or
+    LibRaw's time."""
+    need = min_preview or draft_size or RAW_PREVIEW_MIN
+    try:
+        frame = open_raw(data, max_pixels, need)
+    except RawError as exc:
+        raise BadImage(str(exc)) from None
+    taken, camera = _container_exif(data)
+    if frame.preview is not None:
+        try:
+            dec = decode(frame.preview, max_pixels, draft_size)
+            img = dec.image
+            if frame.flip in _FLIP and _orientation(frame.preview) == 1:
+                img = img.transpose(_FLIP[frame.flip])
+            return Decoded(img, frame.width, frame.height, taken or dec.taken_at or frame.taken_at,
+                           camera or dec.camera)  # fmt: skip
+        except BadImage:  # a broken preview: the sensor data may still be whole
+            try:
+                frame = open_raw(data, max_pixels, need, preview=False)
+            except RawError as exc:
+                raise BadImage(str(exc)) from None
+    img = Image.fromarray(frame.pixels)
+    return Decoded(img, frame.width, frame.height, taken or frame.taken_at, camera)
+
+
+def _orientation(jpeg: bytes) -> int:
+    try:
+        with Image.open(io.BytesIO(jpeg)) as img:
+            value = img.getexif().get(_TAG_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from indexer.config import Config
 from indexer.embed.encoder import ClipEncoder, EncoderUnavailableError, model_source
-from indexer.embed.images import BadImage, decode, draft_target, read_file
+from indexer.embed.images import BadImage, decode, draft_target, read_file, setup_codecs
+from indexer.embed.raw import raw_support
 from indexer.ingest.scan import walk
 
 
@@ -37,17 +38,28 @@ class DoctorRow:
 def sample_photos(cfg: Config, n: int) -> list[Path]:
     """Up to ``n`` photos spread evenly over the library roots (sorted walk, fixed stride)."""
     roots = [r for r in cfg.roots if r.is_dir()]
-    found = walk([(r, r) for r in roots], cfg.library.extensions, cfg.library.follow_symlinks)
+    found = walk([(r, r) for r in roots], cfg.library.extensions, cfg.library.follow_symlinks,
+                 raw_with_jpeg=cfg.library.raw_with_jpeg)  # fmt: skip
     files = [e.path for e in found.entries]
     step = max(1, len(files) // max(n, 1))
     return [Path(p) for p in files[::step][:n]]
+
+
+def formats() -> dict[str, str | None]:
+    """The optional photo formats this machine decodes: what provides each (None: missing)."""
+    heif = None
+    if setup_codecs():
+        import pillow_heif  # type: ignore[import-not-found]
+
+        heif = f"pillow-heif {pillow_heif.__version__}"
+    return {"HEIF": heif, "RAW": raw_support()}
 
 
 def _decoded(cfg: Config, paths: list[Path], draft: int | None) -> list:
     out = []
     for p in paths:
         try:
-            out.append(decode(read_file(p), cfg.library.max_pixels, draft).image)
+            out.append(decode(read_file(p), cfg.library.max_pixels, draft, name=p).image)
         except (BadImage, OSError):
             continue  # doctor measures what it can read; indexing reports bad files
     return out
@@ -101,4 +113,5 @@ def run_doctor(cfg: Config, photos: int = 32, prompts: list[str] | None = None) 
             rows.append(DoctorRow(name, f.mean, f.min, None, None, f.passed,
                                   round(time.perf_counter() - start, 2)))  # fmt: skip
     return {"checkpoint": str(source), "photos": len(images), "own_photos": own,
-            "prompts": len(texts), "rows": [r.to_dict() for r in rows]}  # fmt: skip
+            "prompts": len(texts), "rows": [r.to_dict() for r in rows],
+            "formats": formats()}  # fmt: skip

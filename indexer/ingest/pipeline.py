@@ -32,7 +32,7 @@ from indexer.embed.images import (
     thumbnail_source,
     write_thumbnail,
 )
-from indexer.ingest.scan import FileEntry, check_roots, walk
+from indexer.ingest.scan import FileEntry, check_roots, walk, with_raw_twins
 from indexer.store import STATUS_ERROR, STATUS_OK, Changes, IndexStore
 
 
@@ -168,6 +168,7 @@ class Indexer:
             dec = decode(
                 data, self.cfg.library.max_pixels,
                 self.draft if self.cfg.index.jpeg_draft and self.jpeg_draft else None,
+                name=work.entry.path, min_preview=self.draft,  # RAW: a preview this large
             )
             del data
             prepare = getattr(self.encoder, "prepare", None)
@@ -201,12 +202,12 @@ class Indexer:
         t0 = time.monotonic()
         self._heif = setup_codecs()
         self.store.bind_model(self.encoder.identity)
-        targets = _targets(self.cfg, paths, self.skip_missing_roots)
+        targets = with_raw_twins(_targets(self.cfg, paths, self.skip_missing_roots), self.cfg)
         if self.tagger is not None:
             self.tagger.start(self.store)
         found = walk(
             targets, self.cfg.library.extensions, self.cfg.library.follow_symlinks,
-            exclude=[self.cfg.index_dir],
+            exclude=[self.cfg.index_dir], raw_with_jpeg=self.cfg.library.raw_with_jpeg,
         )  # fmt: skip
         rep = IndexReport(scanned=len(found.entries), unlisted_folders=found.unlisted)
         prefixes = [os.fsencode(s) for s, _ in targets]

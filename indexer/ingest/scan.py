@@ -6,7 +6,9 @@ folders (name starting with ``.``) and the index directory itself are skipped. W
 without it symlinks are ignored. Files whose ``stat`` fails (broken symlinks, symlink loops) and
 non-regular files (FIFOs, devices) are yielded with ``error`` set, so they get recorded.
 Folders that cannot be listed are reported in ``unlisted`` so that their files are not mistaken
-for deleted ones.
+for deleted ones. With ``raw_with_jpeg="skip"`` a camera RAW file is left out when a JPEG of the
+same name (case-insensitive, an indexed extension) sits beside it: the photo is indexed once,
+from the JPEG (a RAW indexed before is then swept like a removed file).
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from indexer.config import Config
 from indexer.embed.images import os_reason
+from indexer.embed.raw import is_raw_name
+
+_JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
 class RootMissingError(FileNotFoundError):
@@ -59,6 +65,49 @@ def _entry_for(path: str, root: str, follow: bool) -> FileEntry:
     return FileEntry(path, root, st.st_size, st.st_mtime_ns)
 
 
+def _has_jpeg_twin(name: str, names: set[str], exts: set[str]) -> bool:
+    """Whether a JPEG named like RAW file ``name`` is among ``names`` (lower-cased)."""
+    stem = os.path.splitext(name)[0].lower()
+    return any(ext in exts and stem + ext in names for ext in _JPEG_EXTENSIONS)
+
+
+def _folder_names(folder: str, cache: dict[str, set[str]]) -> set[str]:
+    if folder not in cache:
+        try:
+            cache[folder] = {n.lower() for n in os.listdir(folder)}
+        except OSError:
+            cache[folder] = set()
+    return cache[folder]
+
+
+def with_raw_twins(targets: list[tuple[Path, Path]], cfg: Config) -> list[tuple[Path, Path]]:
+    """``targets`` plus, with ``library.raw_with_jpeg: skip``, the RAW files named like each
+    JPEG file target (``clipsearch index IMG_1.JPG``, a watch batch): a JPEG that appears hides
+    its RAW (whose row is then swept), one that goes away lets it be indexed."""
+    if cfg.library.raw_with_jpeg != "skip":
+        return targets
+    out, seen = list(targets), {start for start, _ in targets}
+    stems: dict[Path, dict[str, list[str]]] = {}  # folder -> RAW stem (lower-cased) -> names
+    for start, root in targets:
+        stem, ext = os.path.splitext(start.name)
+        if ext.lower() not in _JPEG_EXTENSIONS:
+            continue
+        if start.parent not in stems:
+            try:
+                names = os.listdir(start.parent)
+            except OSError:
+                names = []
+            stems[start.parent] = by_stem = {}
+            for n in names:
+                if is_raw_name(n):
+                    by_stem.setdefault(os.path.splitext(n)[0].lower(), []).append(n)
+        for n in stems[start.parent].get(stem.lower(), []):
+            if (twin := start.parent / n) not in seen:
+                seen.add(twin)
+                out.append((twin, root))
+    return out
+
+
 def check_roots(roots: Iterable[Path]) -> None:
     """Raise :class:`RootMissingError` unless every root is an existing folder."""
     for root in roots:
@@ -71,12 +120,17 @@ def walk(
     extensions: Iterable[str],
     follow_symlinks: bool = True,
     exclude: Iterable[Path] = (),
+    raw_with_jpeg: str = "index",
 ) -> WalkResult:
     """Find candidate files under each ``(start, root)`` target (sorted, each path once).
 
     ``start`` is a folder or file inside library root ``root`` (usually the root itself).
+    ``raw_with_jpeg``: ``library.raw_with_jpeg`` (``skip``: RAW files beside a JPEG twin are
+    left out).
     """
     exts = {e.lower() for e in extensions}
+    skip_twins = raw_with_jpeg == "skip"
+    listings: dict[str, set[str]] = {}  # folder -> its names, lower-cased (file targets)
     excluded = {os.path.realpath(p) for p in exclude}
     result = WalkResult()
     seen_dirs: set[tuple[int, int]] = set()
@@ -85,6 +139,11 @@ def walk(
         root_s = os.fspath(root)
         start_s = os.fspath(start)
         if not os.path.isdir(start_s):
+            folder, name = os.path.split(start_s)
+            if skip_twins and is_raw_name(name) and _has_jpeg_twin(
+                name, _folder_names(folder, listings), exts
+            ):
+                continue
             if os.path.lexists(start_s) and start_s not in seen_files:
                 seen_files.add(start_s)
                 result.entries.append(_entry_for(start_s, root_s, follow_symlinks))
@@ -107,6 +166,7 @@ def walk(
                 result.unlisted.append(folder)
                 continue
             subdirs = []
+            names = {item.name.lower() for item in items} if skip_twins else set()
             for item in items:
                 if item.name.startswith("."):
                     continue
@@ -120,6 +180,8 @@ def walk(
                 except OSError:
                     pass  # e.g. a symlink loop: treat as a file below if its name matches
                 if os.path.splitext(item.name)[1].lower() not in exts:
+                    continue
+                if skip_twins and is_raw_name(item.name) and _has_jpeg_twin(item.name, names, exts):
                     continue
                 if item.path in seen_files:
                     continue

@@ -120,7 +120,8 @@ class SearchEngine:
     def _image_vector(self, store: IndexStore, image: str | os.PathLike | bytes) -> np.ndarray:
         try:
             data = bytes(image) if isinstance(image, (bytes, bytearray)) else read_file(image)
-            dec = decode(data, max_pixels=10**9)
+            dec = decode(data, max_pixels=10**9, name=None if isinstance(image, (bytes, bytearray))
+                         else image)  # fmt: skip
         except BadImage as exc:
             raise QueryError(f"cannot use query image: {exc}") from None
         enc = self._encoder(store)

@@ -159,9 +159,10 @@ def run_search(
     liked = (*req.liked, *(t.value for t in terms if t.kind == "like"))
     unliked = (*req.unliked, *(t.value for t in terms if t.kind == "unlike"))
     concepts = [t.value for t in terms if t.kind == "concept"]
+    ocr = [t for t in terms if t.kind == "ocr"]  # text: filters, applied by the Library
     terms = [t for t in terms if t.kind in ("text", "image")]
     vec = None
-    if terms or req.image is not None or req.like_id is not None or not (liked or concepts):
+    if terms or req.image is not None or req.like_id is not None or not (liked or concepts or ocr):
         vec = query_vector(lib, terms, req.image, req.like_id)
     if concepts:
         try:
@@ -182,7 +183,7 @@ def run_search(
         allowed = tag_source.ids_with(req.tags)
     k = req.k + extra
     while True:
-        res = lib.search(None, vector=vec, k=k, **kwargs)
+        res = lib.search(None, vector=vec, terms=ocr, k=k, **kwargs)
         hits = [h for h in res.hits if h.id != req.like_id]
         if allowed is not None:
             hits = [h for h in hits if h.id in allowed]
@@ -192,7 +193,7 @@ def run_search(
         k *= _TAG_FILTER_GROWTH
     hits = sort_hits(hits[: req.k], req.sort)
     seconds = time.perf_counter() - start
-    return SearchOutcome(hits, seconds, res.candidates, res.cutoff, _describe(terms, req))
+    return SearchOutcome(hits, seconds, res.candidates, res.cutoff, _describe(terms + ocr, req))
 
 
 def browse_tags(lib: Any, tag_source: Any, req: SearchRequest) -> SearchOutcome:

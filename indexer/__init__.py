@@ -12,11 +12,12 @@ Map (the data flow: photos -> scan -> decode -> encode -> store -> search / tags
     ingest/    one indexing run: scan the roots, decode, encode in batches, apply changes
     search/    query syntax, ranking and cut-offs, the search engine
     tags/      vocabulary, scoring, tag sync, the tag service, XMP, duplicates, evaluation
+    ocr/       text in images: RapidOCR / Tesseract engines, the background pass after encoding
     embed/     photos and text -> vectors: image decoding/thumbnails, the Encoder
     store/     the IndexStore interface; its SQLite + FAISS backend; writer lock, versions
     config, types   leaves: configuration, shared value types
 
-Imports flow one way: cli -> library -> watch -> ingest | search | tags -> embed | store ->
+Imports flow one way: cli -> library -> watch -> ingest | search | tags | ocr -> embed | store ->
 config/types -> clipmodel (see docs/architecture.md; checked by tests/test_architecture.py).
 Names are imported lazily, so ``import indexer`` does no work.
 """

@@ -121,24 +121,20 @@ class WatchConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.debounce_seconds <= 3600:
-            raise ConfigError(f"watch.debounce_seconds: expected 0 < x <= 3600, got "
-                              f"{self.debounce_seconds}")  # fmt: skip
+            raise ConfigError(f"watch.debounce_seconds: expected 0 < x <= 3600, got {self.debounce_seconds}")  # fmt: skip
         if self.stable_checks < 1:
             raise ConfigError("watch.stable_checks: must be at least 1")
         if self.max_batch < 1:
             raise ConfigError("watch.max_batch: must be at least 1")
         if self.observer not in WATCH_OBSERVERS:
-            raise ConfigError(f"watch.observer: expected auto, inotify or polling, got "
-                              f"{self.observer!r}")  # fmt: skip
+            raise ConfigError(f"watch.observer: expected auto, inotify or polling, got {self.observer!r}")  # fmt: skip
         if not 0.1 <= self.poll_interval <= 86400:
-            raise ConfigError(f"watch.poll_interval: expected 0.1 to 86400 seconds, got "
-                              f"{self.poll_interval}")  # fmt: skip
+            raise ConfigError(f"watch.poll_interval: expected 0.1 to 86400 seconds, got {self.poll_interval}")  # fmt: skip
         if self.log_file is not None and not self.log_file.strip():
             raise ConfigError("watch.log_file: must not be empty (null: no log file)")
         self.log_level = self.log_level.lower()
         if self.log_level not in LOG_LEVELS:
-            raise ConfigError(f"watch.log_level: expected one of {', '.join(LOG_LEVELS)}, got "
-                              f"{self.log_level!r}")  # fmt: skip
+            raise ConfigError(f"watch.log_level: expected one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")  # fmt: skip
 
 
 @dataclass
@@ -193,11 +189,21 @@ class TagsConfig:
         if self.top_n is not None and self.top_n < 0:
             raise ConfigError(f"tags.top_n: expected 0 (no limit) or more, got {self.top_n}")
         if self.xmp_naming not in ("append", "replace"):
-            raise ConfigError(f"tags.xmp_naming: expected append or replace, got "
-                              f"{self.xmp_naming!r}")  # fmt: skip
+            raise ConfigError(f"tags.xmp_naming: expected append or replace, got {self.xmp_naming!r}")  # fmt: skip
         if not -1.0 <= self.duplicate_threshold <= 1.0:
-            raise ConfigError(f"tags.duplicate_threshold: expected a cosine in [-1, 1], got "
-                              f"{self.duplicate_threshold}")  # fmt: skip
+            raise ConfigError(f"tags.duplicate_threshold: expected a cosine in [-1, 1], got {self.duplicate_threshold}")  # fmt: skip
+
+
+@dataclass
+class OCRConfig:
+    """Text in images, read after the vectors are committed (``text:`` queries; ``indexer/ocr/``)."""
+    enabled: bool = False
+    engine: str = "auto"
+    languages: str = "eng"  # Tesseract's -l (eng+deu)
+    min_text_px: int = 8
+    min_confidence: float = 0.5
+    max_side: int = 2048  # larger images are scaled down to this long side first
+    batch_size: int = 16  # images read per committed batch
 
 
 @dataclass
@@ -211,6 +217,7 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     ui: UIConfig = field(default_factory=UIConfig)
     tags: TagsConfig = field(default_factory=TagsConfig)
+    ocr: OCRConfig = field(default_factory=OCRConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property
@@ -222,29 +229,23 @@ class Config:
         """An absolute path for ``p`` (``~`` expanded, relative to :attr:`base_dir`)."""
         path = Path(os.path.expanduser(os.fspath(p)))
         return path if path.is_absolute() else self.base_dir / path
-
     @property
     def index_dir(self) -> Path:
         return self.resolve(self.index.dir)
-
     @property
     def database_url(self) -> str | None:
         """PostgreSQL for writers: $CLIPSEARCH_DATABASE, else ``index.database`` (None: SQLite)."""
         return os.environ.get(DATABASE_ENV) or self.index.database or None
-
     @property
     def read_database_url(self) -> str | None:
         """For readers: $CLIPSEARCH_READ_DATABASE, else ``index.read_database``, else the above."""
         return os.environ.get(READ_DATABASE_ENV) or self.index.read_database or self.database_url
-
     @property
     def thumbs_dir(self) -> Path:
         return self.resolve(self.index.thumbs_dir or self.index_dir / "thumbs")
-
     @property
     def roots(self) -> list[Path]:
         return [self.resolve(r) for r in self.library.roots]
-
     @property
     def weights_path(self) -> Path | None:
         """The local checkpoint to load: $CLIPSEARCH_WEIGHTS, else model.weights, else None."""
@@ -252,7 +253,6 @@ class Config:
         if env:
             return Path(os.path.expanduser(env)).absolute()
         return self.resolve(self.model.weights) if self.model.weights else None
-
     @property
     def cache_dir(self) -> Path | None:
         return self.resolve(self.model.cache_dir) if self.model.cache_dir else None
@@ -330,9 +330,8 @@ def _validate(cfg: Config) -> None:
 
     if cfg.model.device not in ("auto", "cpu", "cuda") and not cfg.model.device.startswith("cuda:"):
         raise bad("model.device", f"expected auto, cpu or cuda, got {cfg.model.device!r}")
-    for key, allowed in (("model.precision", ("auto", "fp32", "fp16", "bf16", "int8")),
-                         ("model.backend", ("auto", "torch", "onnxruntime")),
-                         ("index.engine", ("local", "ray")), ("library.raw_with_jpeg", RAW_WITH_JPEG)):  # fmt: skip
+    for key, allowed in (("model.precision", ("auto", "fp32", "fp16", "bf16", "int8")), ("model.backend", ("auto", "torch", "onnxruntime")),
+                         ("index.engine", ("local", "ray")), ("library.raw_with_jpeg", RAW_WITH_JPEG), ("ocr.engine", ("auto", "rapidocr", "tesseract"))):  # fmt: skip
         if (value := getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1])) not in allowed:
             raise bad(key, f"expected {', '.join(allowed[:-1])} or {allowed[-1]}, got {value!r}")
     if cfg.model.precision == "int8" and cfg.model.backend == "torch":
@@ -351,13 +350,14 @@ def _validate(cfg: Config) -> None:
     for key in ("batch_size", "decode_workers", "torch_threads", "model_sessions"):
         if getattr(cfg.index, key) < 0:
             raise bad(f"index.{key}", "must be 0 (automatic) or more")
-    for key in ("library.max_pixels", "search.top_k", "index.thumbnail_size"):
+    if not 0 <= (o := cfg.ocr).min_confidence <= 1 or not all(x.isidentifier() for x in o.languages.split("+")):  # fmt: skip
+        raise bad("ocr", f"expected min_confidence 0 to 1, languages like eng or eng+deu; got {o.min_confidence}, {o.languages!r}")  # fmt: skip
+    for key in ("library.max_pixels", "search.top_k", "index.thumbnail_size", "ocr.min_text_px", "ocr.max_side", "ocr.batch_size"):  # fmt: skip
         if getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) < 1:
             raise bad(key, "must be at least 1")
     if not cfg.library.roots:
         raise bad("library.roots", "list at least one folder")
-    cfg.library.extensions = [(e if e.startswith(".") else "." + e).lower()
-                              for e in cfg.library.extensions]  # fmt: skip
+    cfg.library.extensions = [(e if e.startswith(".") else "." + e).lower() for e in cfg.library.extensions]
 
 
 def config_from_dict(data: dict | None, source: Path | None = None) -> Config:

@@ -33,6 +33,7 @@ from indexer.ingest.ray_engine import indexer_class
 from indexer.ingest.scan import check_roots
 from indexer.learn.apply import ConceptTagger, Hooks
 from indexer.learn.service import ConceptService
+from indexer.ocr.service import OcrService
 from indexer.search.albums import AlbumService
 from indexer.search.engine import SearchEngine, SearchResults
 from indexer.store import (
@@ -66,8 +67,8 @@ class Library:
     """An index directory opened for reading, or for writing (holding the writer lock).
 
     Composes the active :class:`~indexer.store.IndexStore`, the encoder, a
-    :class:`~indexer.search.engine.SearchEngine` and a :class:`~indexer.tags.service.TagService`
-    (``tags``); the tag methods below delegate to it.
+    :class:`~indexer.search.engine.SearchEngine`, a :class:`~indexer.tags.service.TagService`
+    (``tags``; the tag methods below delegate to it) and the OCR (``ocr``).
     """
 
     def __init__(self, cfg: Config, writer: bool = False, encoder: Encoder | None = None):
@@ -88,9 +89,9 @@ class Library:
         self.search_engine = SearchEngine(self._get_store, self.encoder, self.tags.ids_with_tags,
                                           lambda names: self.concepts.direction(names))  # fmt: skip
         self.concepts = ConceptService(self._get_store, self.encoder, self.search_engine.resolve_ids,
-                                       lambda: set(self.tags.vocabulary().tags),
-                                       self._require_writer)  # fmt: skip
+                                       lambda: set(self.tags.vocabulary().tags), self._require_writer)  # fmt: skip
         self.albums = AlbumService(self._get_store, self.search, self._require_writer)
+        self.ocr = OcrService(cfg, self._get_store, self._require_writer)  # text in images
         self.tags.always_shown = lambda: {c.name for c in self._get_store().concepts()}
         if not writer:
             # One query at a time: a single FAISS thread is as fast and never stalls on an
@@ -355,7 +356,7 @@ class Library:
                 for r, n in sorted(store.roots().items())
             ],
             "error_files": [{"id": r.id, "path": r.path, "error": r.error} for r in errors],
-            "fast_paths": _json_or_none(meta.get(FAST_PATHS_KEY)),
+            "fast_paths": _json_or_none(meta.get(FAST_PATHS_KEY)), "ocr": self.ocr.status(),
         }
 
     # ----------------------------------------------------------------- tags

@@ -218,11 +218,15 @@ class CountingEncoder:
 
 
 def as_schema_5(con: sqlite3.Connection) -> dict[int, bytes]:
-    """Turn a current index into what schema 5 wrote: float32 vector blobs, no counter tables
-    or triggers (schema 6), version 5; returns the float32 blobs by id. Tests that fake an
-    older schema remove that schema's later tables on top."""
+    """Turn a current index into what schema 5 wrote: no recognised text (schema 7),
+    float32 vector blobs, no counter tables or triggers (schema 6), version 5; returns the
+    float32 blobs by id. Tests that fake an older schema remove that schema's later tables on
+    top."""
     for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
         con.execute(f"DROP TRIGGER {name}")
+    con.execute("DROP TABLE ocr_fts")
+    con.execute("DROP TABLE ocr_text")
+    con.execute("DELETE FROM meta WHERE key = 'ocr_gen'")
     con.execute("DROP TABLE image_counts")
     con.execute("DROP TABLE counters")
     con.execute("UPDATE schema_version SET version = 5")

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("indexer.cli",),
     ("indexer.library",),
     ("indexer.watch",),
-    ("indexer.ingest", "indexer.search", "indexer.tags", "indexer.learn"),
+    ("indexer.ingest", "indexer.search", "indexer.tags", "indexer.learn", "indexer.ocr"),
     ("indexer.embed", "indexer.store"),
     ("indexer.config", "indexer.types"),
 ]

@@ -271,7 +271,7 @@ def _make_v1(cfg) -> None:
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     con.close()
     v1 = {t.name for t in db.Base.metadata.sorted_tables} - {"tags", "tag_defs", "concepts", "albums",
-                                                             "image_counts", "counters"}  # fmt: skip
+                                                             "image_counts", "counters", "ocr_text"}  # fmt: skip
     assert names - {"sqlite_sequence"} == v1
 
 

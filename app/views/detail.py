@@ -58,10 +58,13 @@ def render(lib, cfg: Config, image_id: int) -> None:  # noqa: ANN001
     with right:
         tags = tag_source(lib)
         tag_list = tags.tags_of(rec.id) if tags is not None else None
+        found = lib.ocr.image_text(rec.id)
+        text = [("Text", found.text or "none found" if found.status == "ok" else
+                 f"not read: {found.error}")] if found is not None else []  # fmt: skip
         rows = "".join(
             f"<tr><th style='text-align:left;padding-right:1em;vertical-align:top'>"
-            f"{html.escape(k)}</th><td style='word-break:break-all'>{html.escape(v)}</td></tr>"
-            for k, v in metadata_rows(rec, tag_list)
+            f"{html.escape(k)}</th><td style='word-break:break-all;white-space:pre-line'>"
+            f"{html.escape(v)}</td></tr>" for k, v in metadata_rows(rec, tag_list) + text
         )
         st.markdown(f"<table>{rows}</table>", unsafe_allow_html=True)
         if rec.status == "ok":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import streamlit as st
 
@@ -77,6 +78,8 @@ def _cell(lib, hit) -> None:  # noqa: ANN001
         _placeholder()
     score = "—" if hit.score != hit.score else f"{hit.score:.3f}"  # NaN: browsing by tag
     st.caption(f"**{score}** · {name}")
+    if getattr(hit, "text", None):  # the recognised text a text: term matched
+        st.caption("Text: " + re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", hit.text))
     mark = st.session_state.get("marks", {}).get(hit.id)
     g, b = st.columns(2)
     g.button("Good ✓" if mark == 1 else "Good", key=f"good_{hit.id}", width="stretch",

@@ -13,7 +13,8 @@ from . import actions, errors, learn, results
 
 QUERY_HELP = (
     "Plain language, e.g. `a dog on the beach`. Combine terms: `beach + sunset - people`; "
-    "weigh them: `2:dog`; search by example: `img:/path/in/library.jpg` or `id:123`."
+    "weigh them: `2:dog`; search by example: `img:/path/in/library.jpg` or `id:123`; "
+    'text in the photo (OCR): `text:"invoice 2023"`.'
 )
 
 

@@ -8,8 +8,10 @@ Usage::
                                       [--like PHOTO]... [--unlike PHOTO]... [--json]
     clipsearch [--config FILE] status [--json] [--errors N]
     clipsearch [--config FILE] reindex [--json] [--no-progress]
+    clipsearch [--config FILE] ocr [--limit N] [--errors] [--json]
 
-QUERY syntax: ``beach + sunset - people``, ``2:dog``, ``img:/path.jpg``, ``id:123`` (see
+QUERY syntax: ``beach + sunset - people``, ``2:dog``, ``img:/path.jpg``, ``id:123``,
+``text:"invoice 2023"`` (text in the photo, read by ``clipsearch ocr``) (see
 ``indexer.search.parse``). DATE: ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM:SS``
 (compared with the EXIF capture time; images without one are left out by date filters).
 ``--tag TAG`` (repeatable) keeps images carrying every given tag (see ``clipsearch tags``).
@@ -27,15 +29,17 @@ bytes in file names appear as ``\\udcXX`` escapes, i.e. Python's ``os.fsdecode``
 ``search``::
 
     {"query": str|null, "image": str|null, "k": int,
-     "cutoff": "top_k"|"threshold"|"adaptive",   # what limited the number of results
+     "cutoff": "top_k"|"threshold"|"adaptive"|"text",   # what limited the number of results
      "candidates": int,                           # indexed images the filters allowed
      "count": int,
-     "terms": [{"kind": "text"|"image"|"like"|"unlike", "value": str, "weight": float}],
+     "terms": [{"kind": "text"|"image"|"like"|"unlike"|"concept"|"ocr", "value": str,
+                "weight": float}],
      "results": [{"rank": int (1 = best), "id": int, "path": str, "score": float (cosine),
                   "root": str, "width": int|null, "height": int|null,
                   "taken_at": "YYYY-MM-DDTHH:MM:SS"|null, "camera": str|null,
                   "size": int|null (bytes), "content_hash": str|null,
-                  "thumbnail": str|null (path of a JPEG thumbnail)}]}
+                  "thumbnail": str|null (path of a JPEG thumbnail),
+                  "text": str (only with text: terms: the matched recognised text)}]}
 
 ``status``::
 
@@ -45,6 +49,7 @@ bytes in file names appear as ``\\udcXX`` escapes, i.e. Python's ``os.fsdecode``
      "faiss": {"kind": str|null, "count": int, "generation": int}, "generation": int,
      "roots": [{"path": str, "indexed": int, "online": bool}],
      "error_files": [{"id": int, "path": str, "error": str}],   # at most --errors entries
+     "ocr": {"enabled": bool, "read": int, "with_text": int, "errors": int, "pending": int},
      "watch": {"running": bool, "pid": int|null, "state": str|null, "queue": int,
                "last_update": float|null (epoch seconds), "offline_roots": [str],
                "errors": [{"time": float, "level": str, "message": str}], "detail": str, ...}}
@@ -55,7 +60,9 @@ bytes in file names appear as ``\\udcXX`` escapes, i.e. Python's ``os.fsdecode``
     {"scanned": int, "unchanged": int, "added": int, "updated": int, "touched": int,
      "moved": int, "copied": int, "errors": int, "removed": int, "encoded": int,
      "unreachable": int,   # --ray: files a worker could not read (left for the next run)
-     "seconds": float, "images_per_second": float, "unlisted_folders": [str]}
+     "seconds": float, "images_per_second": float, "unlisted_folders": [str],
+     "ocr": {"read": int, "with_text": int, "errors": int, "stale": int, "pending": int,
+             "engines": {str: int}, "seconds": float}}   # only with ocr.enabled; also `ocr --json`
 
 ``tag`` (``indexer.cli.tags``)::
 

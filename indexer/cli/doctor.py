@@ -24,8 +24,11 @@ def _cos(mean: float | None, low: float | None) -> str:
 def _cmd_doctor(args: argparse.Namespace, cfg: Config) -> int:
     from clipmodel.fidelity import MEAN_BAR, MIN_BAR
     from indexer.ingest.doctor import run_doctor
+    from indexer.ocr.engines import engine_report
 
     doc = run_doctor(cfg, max(args.photos, 1), args.prompts)
+    doc["ocr"] = {"enabled": cfg.ocr.enabled, "engine": cfg.ocr.engine,
+                  "engines": engine_report(cfg.ocr.languages)}  # fmt: skip
     if args.json:
         dump(doc)
         return 0
@@ -43,4 +46,8 @@ def _cmd_doctor(args: argparse.Namespace, cfg: Config) -> int:
         verdict = "faithful" if r["passed"] else "refused"
         print(f"{r['path']:<28} {_cos(r['images_mean'], r['images_min']):<19} {texts:<19} "
               f"{verdict:<9} {r['seconds']:.1f}")  # fmt: skip
+    state = "enabled" if cfg.ocr.enabled else "off (ocr.enabled: false)"
+    print(f"OCR: {state}, engine {cfg.ocr.engine}")
+    for name, e in doc["ocr"]["engines"].items():
+        print(f"  {name:<10} {'available' if e['available'] else 'missing'}: {e['detail']}")
     return 0

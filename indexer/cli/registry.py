@@ -79,6 +79,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from indexer.ingest.pipeline import PathOutsideRootsError
     from indexer.ingest.scan import RootMissingError
     from indexer.learn.service import ConceptError
+    from indexer.ocr.engines import OcrUnavailableError
     from indexer.search.albums import AlbumError
     from indexer.search.engine import QueryError
     from indexer.store import IndexBusyError, IndexMissingError, StoreError
@@ -86,7 +87,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     # StoreError: also ModelMismatchError, SchemaError and an unreachable database (its
     # messages never carry a password)
-    return (UserError, ConfigError, RootMissingError, PathOutsideRootsError, FileNotFoundError,
+    return (UserError, ConfigError, OcrUnavailableError, RootMissingError, PathOutsideRootsError, FileNotFoundError,
             StoreError, EncoderUnavailableError, IndexMissingError, IndexBusyError,
             QueryError, PermissionError, NotADirectoryError, ConceptError, AlbumError,
             RequestError)  # fmt: skip

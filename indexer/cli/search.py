@@ -60,7 +60,8 @@ def _cmd_search(args: argparse.Namespace, cfg: Config) -> int:
                "results": rows})  # fmt: skip
     else:
         for r in rows:
-            print(f"{r['score']:.4f}  {printable(r['path'])}")
+            text = f"  [text: {' '.join(r['text'].split())}]" if r.get("text") else ""
+            print(f"{r['score']:.4f}  {printable(r['path'])}{text}")
         if not rows:
             hint = " (date filters match only photos with an EXIF capture time)"
             print("no results" + (hint if args.since or args.until else ""), file=sys.stderr)

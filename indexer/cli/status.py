@@ -37,6 +37,9 @@ def _cmd_status(args: argparse.Namespace, cfg: Config) -> int:
     else:
         print(f"vectors:  {doc['vectors']} in SQLite, {doc['faiss']['count']} in FAISS "
               f"({doc['faiss']['kind']}), generation {doc['generation']}")  # fmt: skip
+    if (o := doc.get("ocr")) and (o["enabled"] or o["read"]):
+        print(f"text:     {o['read']} photos read ({o['with_text']} with text, {o['errors']} "
+              f"errors), {o['pending']} pending{'' if o['enabled'] else ' (ocr.enabled: false)'}")  # fmt: skip
     for r in doc["roots"]:
         print(f"root:     {printable(r['path'])} ({r['indexed']} indexed)")
     offline = [r["path"] for r in doc["roots"] if not r.get("online", True)]

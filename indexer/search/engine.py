@@ -18,7 +18,7 @@ import numpy as np
 
 from indexer.embed.encoder import Encoder
 from indexer.embed.images import BadImage, decode, read_file
-from indexer.search import feedback, ranking
+from indexer.search import feedback, ranking, textmatch
 from indexer.search import parse as query_mod
 from indexer.store import IndexStore, ModelMismatchError, Record, TagView
 
@@ -37,6 +37,7 @@ class SearchHit:
     id: int
     score: float
     record: Record
+    text: str | None = None  # the matched recognised text (a query with text: terms)
 
     @property
     def path(self) -> str:
@@ -48,14 +49,14 @@ class SearchHit:
             "id": self.id, "path": r.path, "score": round(float(self.score), 6), "root": r.root,
             "width": r.width, "height": r.height, "taken_at": r.taken_at, "camera": r.camera,
             "size": r.size, "content_hash": r.content_hash,
-        }  # fmt: skip
+        } | ({"text": self.text} if self.text is not None else {})  # fmt: skip
 
 
 @dataclass
 class SearchResults:
     hits: list[SearchHit]
     candidates: int  # how many indexed images the filters allowed
-    cutoff: str  # "top_k" | "threshold" | "adaptive"
+    cutoff: str  # "top_k" | "threshold" | "adaptive" | "text" (text: terms only)
     terms: list[dict] = field(default_factory=list)
 
 
@@ -214,17 +215,19 @@ class SearchEngine:
         liked = list(like) + [t.value for t in terms if t.kind == "like"]
         unliked = list(unlike) + [t.value for t in terms if t.kind == "unlike"]
         concepts = [t.value for t in terms if t.kind == "concept"]
+        ocr = [t for t in terms if t.kind == "ocr"]
         terms = [t for t in terms if t.kind in ("text", "image")]
         if concepts:
             tags = [*(tags or []), *concepts]
         if vector is not None:
             qvec, described = np.asarray(vector, dtype=np.float32).reshape(-1), []
-        elif terms or image is not None or not (liked or unliked or concepts):
+        elif terms or image is not None or not (liked or unliked or concepts or ocr):
             qvec, described = self.query_vector(store, None, image, terms)
         else:
             qvec, described = None, []
         cvec = self._concept_vector(store, concepts) if concepts else None  # checks the names
         described += [{"kind": "concept", "value": c, "weight": 1.0} for c in concepts]
+        described += [{"kind": "ocr", "value": t.value, "weight": t.weight} for t in ocr]
         if liked or unliked:
             qvec = self._feedback(store, qvec, liked, unliked, described)
         elif qvec is None:  # concepts only: rank the photos they apply to by the concept
@@ -242,6 +245,13 @@ class SearchEngine:
             allowed = tagged if allowed is None else np.intersect1d(allowed, tagged)
             if allowed.size == 0:
                 return SearchResults([], 0, "top_k", described)
+        found = textmatch.resolve(store, ocr) if ocr else None
+        if found is not None:
+            allowed = found.apply(allowed, store.filter_ids)
+            if allowed.size == 0:
+                return SearchResults([], 0, "top_k", described)
+            if qvec is None:
+                return self._text_only(store, found, allowed, k, described)
         candidates = state.count if allowed is None else int(allowed.size)
         scores, ids = store.search_vectors(qvec, k + _EXTRA, allowed_ids=allowed)
         keep = ids >= 0
@@ -259,9 +269,22 @@ class SearchEngine:
             scores, ids = scores[:n], ids[:n]
             cutoff = "adaptive"
         hits = [
-            SearchHit(int(i), float(s), records[int(i)]) for s, i in zip(scores, ids, strict=True)
+            SearchHit(int(i), float(s), records[int(i)], found and found.snippet(int(i)))
+            for s, i in zip(scores, ids, strict=True)
         ]
         return SearchResults(hits, candidates, cutoff, described)
+
+    def _text_only(self, store: IndexStore, found: textmatch.TextFilter, allowed: np.ndarray,
+                   k: int, described: list[dict]) -> SearchResults:  # fmt: skip
+        """A query of ``text:`` terms only: the matching photos, best match then newest
+        first (no model is loaded)."""
+        if found.include is None:
+            raise QueryError("a query of excluded text only (- text:X) has nothing to look for")
+        ranked = sorted(allowed.tolist(), key=lambda i: (-found.quality(i), -i))
+        records = store.records(ranked[: k + _EXTRA])
+        hits = [SearchHit(i, found.quality(i), records[i], found.snippet(i))
+                for i in ranked[: k + _EXTRA] if i in records][:k]  # fmt: skip
+        return SearchResults(hits, int(allowed.size), "text", described)
 
     def resolve_ids(self, store: IndexStore, photos: Sequence[int | str]) -> list[int]:
         """Indexed image ids of ``photos`` (ids, ``id:N`` or indexed paths); QueryError on an

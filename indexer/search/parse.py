@@ -10,6 +10,9 @@ Syntax:
   * ``like:ID`` / ``like:/path.jpg`` and ``unlike:...`` are relevance-feedback marks on
     indexed photos (``- like:X`` is ``unlike:X``); see :mod:`indexer.search.feedback`.
   * ``concept:NAME`` is a personal concept's tag filter (the photos it applies to).
+  * ``text:word`` / ``text:"invoice 2023"`` keeps photos whose recognised text (OCR) contains
+    the phrase, matched case- and space-insensitively; ``- text:X`` drops those that do. Alone
+    it lists the matching photos; with other terms it filters their candidates.
   * Double quotes protect a term from splitting: ``img:"/photos/2019 - Italy/a.jpg"``.
 """
 
@@ -19,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-TermKind = Literal["text", "image", "like", "unlike", "concept"]
+TermKind = Literal["text", "image", "like", "unlike", "concept", "ocr"]
 
 _OPERATOR = re.compile(r"^\s*[+-]|(?<=\s)[+-](?=\s|$)")
 _QUOTED = re.compile(r'"[^"]*"')
@@ -29,12 +32,14 @@ _COMMA_ITEMS = re.compile(r'(?:"[^"]*"|[^,])+')  # commas inside quotes do not s
 _ID = re.compile(r"^id:\s*(.*)$", re.IGNORECASE | re.DOTALL)
 _MARK = re.compile(r"^(like|unlike):\s*(.*)$", re.IGNORECASE | re.DOTALL)
 _CONCEPT = re.compile(r"^concept:\s*(.*)$", re.IGNORECASE | re.DOTALL)
+_OCR = re.compile(r"^text:\s*(.*)$", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
 class QueryTerm:
     """One weighted query term: text to encode, an image (``value`` a path or ``id:N``), a
-    feedback mark (``like``/``unlike``, same values) or a concept filter (its name)."""
+    feedback mark (``like``/``unlike``, same values), a concept filter (its name) or a
+    recognised-text filter (``ocr``: the phrase; weight -1 excludes)."""
 
     weight: float
     kind: TermKind
@@ -110,6 +115,11 @@ def _parse_term(chunk: str, sign: float, query: str) -> QueryTerm:
         if not name:
             raise ValueError(f"concept: without a name in {body!r}")
         return QueryTerm(1.0, "concept", name)
+    if m := _OCR.match(body):
+        phrase = " ".join(_unquote(m.group(1).strip()).split())
+        if not any(ch.isalnum() for ch in phrase):
+            raise ValueError(f"text: without letters or digits to look for in {body!r}")
+        return QueryTerm(-1.0 if weight < 0 else 1.0, "ocr", phrase)
     if m := _IMAGE.match(body):
         path = _unquote(m.group(1).strip())
         if not path:

@@ -22,21 +22,26 @@ from indexer.store.errors import (
 )
 from indexer.store.location import DirectoryLocation, StoreLocation, StoreLock
 from indexer.store.records import (
+    OCR_ERROR,
+    OCR_OK,
     STATUS_ERROR,
     STATUS_OK,
     Album,
     Changes,
     Concept,
+    ImageText,
     Record,
     TagView,
+    TextMatch,
     VectorState,
+    compact_text,
 )
 from indexer.store.urls import mask_url
 
 __all__ = [
-    "STATUS_ERROR", "STATUS_OK", "Album", "Changes", "Concept", "IndexBusyError", "IndexMissingError", "IndexStore",
+    "OCR_ERROR", "OCR_OK", "STATUS_ERROR", "STATUS_OK", "Album", "Changes", "Concept", "ImageText", "IndexBusyError", "IndexMissingError", "IndexStore",
     "ModelMismatchError", "Record", "SchemaError", "StoreError", "StoreLocation", "StoreLock",
-    "StoreUnavailableError", "TagList", "TagView", "TagWriter", "VectorState", "mask_url", "migrate_from_postgres", "migrate_to_postgres", "open_location", "open_store", "set_search_threads",
+    "StoreUnavailableError", "TagList", "TagView", "TagWriter", "TextMatch", "VectorState", "compact_text", "mask_url", "migrate_from_postgres", "migrate_to_postgres", "open_location", "open_store", "set_search_threads",
 ]  # fmt: skip
 
 

@@ -22,6 +22,11 @@ Contract (every backend):
   fitted model; its tag rows live with the other tags (the tag is the concept's name) and go
   with their vectors alike, but follow their own *concepts generation*: vectors written since
   it have not been scored by the concepts yet. Zero-shot tag writes never touch concept rows.
+* **Text (OCR).** The text recognised in an image (:class:`~indexer.store.records.ImageText`,
+  an empty text or an error with its reason included) is one row per image that goes with its
+  vector like the tags. The *OCR generation* is the generation up to which every vector has a
+  text row; vectors written since without one are *pending OCR* (see :mod:`indexer.ocr.service`).
+  Text is matched in :func:`~indexer.store.records.compact_text` form, as a substring.
 * **Albums.** Smart albums are saved searches (:class:`~indexer.store.records.Album`), stored
   by name; the store keeps their definition only (results are searched when read).
 * **Writers.** At most one writer per index (``writer=True``; the caller holds the writer lock
@@ -48,7 +53,16 @@ from contextlib import AbstractContextManager
 import numpy as np
 
 from indexer.store.errors import ModelMismatchError
-from indexer.store.records import Album, Changes, Concept, Record, TagView, VectorState
+from indexer.store.records import (
+    Album,
+    Changes,
+    Concept,
+    ImageText,
+    Record,
+    TagView,
+    TextMatch,
+    VectorState,
+)
 from indexer.types import ModelIdentity
 
 TagList = list[tuple[str, float]]
@@ -301,6 +315,43 @@ class IndexStore(abc.ABC):
     @abc.abstractmethod
     def drop_album(self, name: str) -> bool:
         """Delete the album; False if there was none (writers only)."""
+
+    # ----------------------------------------------------------------- recognised text (OCR)
+    @abc.abstractmethod
+    def ocr_generation(self) -> int:
+        """The generation up to which every vector has a text row (0: none)."""
+
+    @abc.abstractmethod
+    def set_ocr_generation(self, gen: int) -> None:
+        """Record that vectors up to ``gen`` have been read (writers only)."""
+
+    @abc.abstractmethod
+    def ocr_pending(self, upto: int, limit: int) -> list[int]:
+        """Ids (ascending, at most ``limit``) of images whose vector has ``ocr_generation() <
+        gen <= upto`` and no text row."""
+
+    @abc.abstractmethod
+    def put_texts(self, texts: Sequence[ImageText], upto: int) -> int:
+        """Insert or replace the text rows of images whose vector still has ``gen <= upto``
+        (one re-encoded since stays pending); one transaction; returns the rows written."""
+
+    @abc.abstractmethod
+    def image_texts(self, ids: Sequence[int]) -> dict[int, ImageText]:
+        """The text rows of these images (images without one are left out)."""
+
+    @abc.abstractmethod
+    def search_text(self, phrase: str, limit: int | None = None) -> list[TextMatch]:
+        """Images whose text contains ``phrase`` (both in ``compact_text`` form), newest id
+        first; an empty compact phrase matches nothing."""
+
+    @abc.abstractmethod
+    def ocr_counts(self) -> dict[str, int]:
+        """{"read": text rows, "with_text": rows with text, "errors": rows with an error,
+        "pending": vectors without a row}."""
+
+    @abc.abstractmethod
+    def ocr_errors(self, limit: int | None = None) -> list[ImageText]:
+        """The text rows with an error (the reason in ``error``), by image id."""
 
     def last_modified(self) -> float | None:
         """When the stored data last changed (epoch seconds; None if the backend cannot tell)."""

@@ -137,3 +137,34 @@ class Album:
     spec: dict
     created: float = 0.0
     updated: float = 0.0
+
+
+# ----------------------------------------------------------------- recognised text (OCR)
+OCR_OK, OCR_ERROR = "ok", "error"
+
+
+def compact_text(text: str) -> str:
+    """The form text is matched in: lower-case letters and digits only (RapidOCR drops
+    spaces, so ``invoice 2023``, ``Invoice2023`` and ``INVOICE-2023`` are one)."""
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+@dataclass(frozen=True)
+class ImageText:
+    """The text recognised in one image: ``status`` ok (``text`` may be empty: none found) or
+    error (``error`` the reason); ``engine`` the OCR engine that read it."""
+
+    image_id: int
+    text: str
+    engine: str
+    status: str = OCR_OK
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class TextMatch:
+    """An image whose recognised text contains a query phrase (``text``: all its text)."""
+
+    image_id: int
+    text: str

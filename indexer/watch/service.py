@@ -13,7 +13,8 @@ searches keep working) and:
    with those paths; each batch commits and is searchable at once);
 5. checks the roots every 2 s: a root that vanished (unplugged drive, unmounted share, or an
    empty mount point where images were indexed) goes *offline*: its rows are kept, searches
-   skip them, and the root is reconciled when it comes back.
+   skip them, and the root is reconciled when it comes back; 6. idle, reads text (OCR,
+   :mod:`indexer.watch.textpass`).
 
 SIGTERM/SIGINT: the current batch stops after its current model batch (all committed
 work is kept; the rest is picked up by the next start's reconcile), the FAISS file is saved
@@ -44,6 +45,7 @@ from indexer.watch.debounce import Pending, PendingPaths
 from indexer.watch.logs import RecentErrors
 from indexer.watch.roots import Event, Observers, Root, WatchError, ident
 from indexer.watch.status import read_status, write_status
+from indexer.watch.textpass import TextPass
 
 log = logging.getLogger("clipsearch.watch")
 
@@ -62,7 +64,7 @@ class WatchedLibrary(Protocol):
     def close(self) -> None: ...
 
 
-class WatchService:
+class WatchService(TextPass):
     """The ``clipsearch watch`` loop; :meth:`run` returns the exit code.
 
     ``open_library(cfg)`` opens the index for writing (``Library.open(cfg, writer=True)``);
@@ -83,8 +85,7 @@ class WatchService:
         self.open_library = open_library
         self.roots = {os.path.abspath(r): Root(os.path.abspath(r)) for r in cfg.roots}
         self.index_dir = os.path.abspath(cfg.index_dir)
-        self.observers = Observers(observer or self.wc.observer, self.wc.poll_interval,
-                                   self._on_fs_event)  # fmt: skip
+        self.observers = Observers(observer or self.wc.observer, self.wc.poll_interval, self._on_fs_event)  # fmt: skip
         self.queue = PendingPaths(self.wc, self.roots, self.index_dir,
                                   {e.lower() for e in cfg.library.extensions},
                                   cfg.library.follow_symlinks, self.check_roots)  # fmt: skip
@@ -244,8 +245,7 @@ class WatchService:
         n = self.batches
         t0 = time.monotonic()
         try:
-            rep = self.lib.index(targets, progress=False, skip_missing_roots=True,
-                                 stop=self._stop_requested)  # fmt: skip
+            rep = self.lib.index(targets, progress=False, skip_missing_roots=True, stop=self._stop_requested)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - keep watching; retry the batch later
             log.error("batch %d (%d paths) failed: %s: %s", n, len(targets), type(exc).__name__,
                       exc, exc_info=log.isEnabledFor(logging.DEBUG))  # fmt: skip
@@ -262,8 +262,7 @@ class WatchService:
                  len(targets), rep.added, rep.updated, rep.moved, rep.copied, rep.removed,
                  rep.errors, rep.encoded, secs)  # fmt: skip
         if rep.errors:
-            log.warning("batch %d: %d files could not be indexed (see `clipsearch status`)", n,
-                        rep.errors)  # fmt: skip
+            log.warning("batch %d: %d files could not be indexed (see `clipsearch status`)", n, rep.errors)  # fmt: skip
         self._status_dirty = True
         self.write_status(force=True)
 
@@ -373,6 +372,7 @@ class WatchService:
                     break
                 self.index_batch(batch, kinds, attempts)
                 self._drain_events(time.monotonic())  # events that came during the batch
+            self.ocr_pass()  # text of what is indexed, while nothing else waits (ocr.enabled)
             if not self.stopping:
                 self._set_state("watching")
             self.write_status()

@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from indexer.store.errors import SchemaError, StoreError, StoreUnavailableError
 from indexer.store.urls import mask_secret, mask_url
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIN_PGVECTOR = (0, 8)
 HNSW_NAME = "ix_vectors_hnsw"
 
@@ -84,16 +84,37 @@ albums = Table("albums", metadata, Column("name", String, primary_key=True),
                Column("spec", Text, nullable=False), Column("created", Float, nullable=False),
                Column("updated", Float, nullable=False))  # fmt: skip
 Index("ix_tags_tag", tags.c.tag)
+# schema 2: the text recognised in each image (see indexer.store.postgres.ocr)
+ocr_text = Table(
+    "ocr_text", metadata, Column("image_id", BigInteger, primary_key=True),
+    Column("engine", String, nullable=False), Column("status", String(8), nullable=False),
+    Column("text", Text, nullable=False), Column("compact", Text, nullable=False),
+    Column("error", Text), Column("seconds", Float, nullable=False),
+)  # fmt: skip
+OCR_TRGM_NAME = "ix_ocr_text_trgm"
 
 
 def _v1(conn: Connection) -> None:
-    metadata.create_all(conn)
+    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t is not ocr_text])
     conn.execute(text("INSERT INTO meta(key, value) VALUES ('generation', '0') "
                       "ON CONFLICT (key) DO NOTHING"))  # fmt: skip
 
 
+def _v2(conn: Connection) -> None:
+    """Schema 2: ``ocr_text``, with a trigram GIN index on ``compact`` where the server has
+    ``pg_trgm`` (substring ``LIKE`` through the index; without it the same query scans)."""
+    metadata.create_all(conn, tables=[ocr_text])
+    try:
+        with conn.begin_nested():  # a server without pg_trgm (or the right to add it) scans
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public"))
+            conn.execute(text(f"CREATE INDEX IF NOT EXISTS {OCR_TRGM_NAME} ON ocr_text "
+                              "USING gin (compact gin_trgm_ops)"))  # fmt: skip
+    except DBAPIError:
+        pass
+
+
 # version -> function upgrading a schema at version-1 to version (1 creates from scratch).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
 
 
 # ----------------------------------------------------------------- URLs and engines

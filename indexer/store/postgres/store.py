@@ -26,7 +26,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from indexer.store.base import IndexStore
 from indexer.store.errors import IndexMissingError
 from indexer.store.postgres import schema as db
-from indexer.store.postgres.schema import images, tags, tombstones, vectors
+from indexer.store.postgres.ocr import PgOcr
+from indexer.store.postgres.schema import images, ocr_text, tags, tombstones, vectors
 from indexer.store.postgres.tags import PgTags
 from indexer.store.records import Changes, VectorState
 from indexer.store.vectors.checks import normalize
@@ -55,7 +56,7 @@ def _exact(conn: Connection) -> None:
     conn.execute(text("SET LOCAL enable_indexscan = off"))
 
 
-class PgStore(PgTags, IndexStore):
+class PgStore(PgTags, PgOcr, IndexStore):
     """One index version (a schema of the database at ``url``); ``writer`` stores are opened
     by writers holding their advisory locks (:mod:`indexer.store.postgres.location`)."""
 
@@ -218,7 +219,7 @@ class PgStore(PgTags, IndexStore):
         if not new:
             return
         ids = list(new)
-        for table in (vectors, tags, tombstones):
+        for table in (vectors, tags, ocr_text, tombstones):
             conn.execute(delete(table).where(table.c.image_id.in_(ids)))
         copy_vectors(conn, [(i, gen, v) for i, v in new.items()])
 
@@ -227,6 +228,7 @@ class PgStore(PgTags, IndexStore):
                            .returning(vectors.c.image_id)).scalars().all()  # fmt: skip
         if had:
             conn.execute(delete(tags).where(tags.c.image_id.in_(had)))  # tags go with vectors
+            conn.execute(delete(ocr_text).where(ocr_text.c.image_id.in_(had)))  # so does text
             stmt = pg_insert(tombstones).values([{"image_id": i, "gen": gen} for i in had])
             conn.execute(stmt.on_conflict_do_update(index_elements=[tombstones.c.image_id],
                                                     set_={"gen": gen}))  # fmt: skip

@@ -2,7 +2,7 @@
 
 Lossless: every row of images (ids kept, so concepts' example ids stay valid), vectors (with
 their generations; SQLite's float16 copies arrive as the float32 unit vectors the SQLite
-store reads, and go back to the same float16 bits), tags, tag definitions, concepts, albums
+store reads, and go back to the same float16 bits), tags, recognised text, tag definitions, concepts, albums
 and metadata.
 Resumable: images are copied in id order, each chunk with its vectors and tags in one target
 transaction, so a rerun after a crash continues after the last copied id; the small tables and
@@ -81,14 +81,17 @@ def _copy(src: _Side, dst: _Side, progress: Callable[[int], None] | None) -> dic
             sv, st = src.tables["vectors"], src.tables["tags"]
             vecs = [{"image_id": r.image_id, "gen": r.gen, "vector": dst.from_vector(src.to_vector(r.vector))}
                     for r in s.execute(select(sv).where(sv.c.image_id > last, sv.c.image_id <= hi))]  # fmt: skip
-            tags = [dict(r._mapping) for r in s.execute(
-                select(st).where(st.c.image_id > last, st.c.image_id <= hi))]  # fmt: skip
+            tags, texts = ([dict(r._mapping) for r in s.execute(
+                select(t).where(t.c.image_id > last, t.c.image_id <= hi))]
+                for t in (st, src.tables["ocr_text"]))  # fmt: skip
         with dst.engine.begin() as d:
             d.execute(insert(di), rows)
             if vecs:
                 dst.write_vectors(d, vecs)
             if tags:
                 d.execute(insert(dst.tables["tags"]), tags)
+            if texts:  # recognised text goes with its vector (SQLite's triggers index it)
+                d.execute(insert(dst.tables["ocr_text"]), texts)
         last, copied = hi, copied + len(rows)
         if progress:
             progress(copied)
@@ -109,7 +112,7 @@ def _counts(engine: Engine, tables: dict[str, Table]) -> dict[str, int]:
         return q.where(tables[name].c.key.not_in(_LOCAL_META)) if name == "meta" else q
 
     with engine.connect() as c:
-        return {n: int(c.execute(count(n)).scalar()) for n in ("images", "vectors", "tags", *_SMALL)}
+        return {n: int(c.execute(count(n)).scalar()) for n in ("images", "vectors", "tags", "ocr_text", *_SMALL)}
 
 
 def _check(src: dict[str, int], dst: dict[str, int]) -> None:

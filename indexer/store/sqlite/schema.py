@@ -43,7 +43,7 @@ from sqlalchemy.pool import NullPool
 from indexer.store.errors import SchemaError, StoreError, StoreUnavailableError
 from indexer.store.records import STATUS_ERROR, STATUS_OK  # noqa: F401 - the status column
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Stored vectors (schema 6): little-endian float16, one copy of each vector (FAISS holds the
 # searchable one). A 512-d float32 blob (2 KB) took a 4 KB page of its own; float16 fits three
 # to a page, and its error (<= 2.5e-4 per cosine) is far below the FAISS index's own at scale
@@ -169,6 +169,30 @@ class CounterRow(Base):
     n: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
+class OcrTextRow(Base):
+    """The text recognised in one image (schema 7), going with its vector; ``compact``
+    (``compact_text(text)``) is indexed by the FTS5 trigram table ``ocr_fts``."""
+
+    __tablename__ = "ocr_text"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    engine: Mapped[str] = mapped_column(String, nullable=False)
+    status: Mapped[str] = mapped_column(String(8), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    compact: Mapped[str] = mapped_column(Text, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+# FTS5 over ocr_text.compact (external content: the text is stored once), kept by triggers.
+_OCR_FTS = "CREATE VIRTUAL TABLE ocr_fts USING fts5(compact, content='ocr_text', content_rowid='image_id', tokenize='trigram')"  # fmt: skip
+_FTS_ADD = "INSERT INTO ocr_fts(rowid, compact) VALUES (NEW.image_id, NEW.compact);"
+_FTS_SUB = "INSERT INTO ocr_fts(ocr_fts, rowid, compact) VALUES ('delete', OLD.image_id, OLD.compact);"
+_OCR_TRIGGERS = {
+    "ocr_fts_insert": f"AFTER INSERT ON ocr_text BEGIN {_FTS_ADD} END",
+    "ocr_fts_delete": f"AFTER DELETE ON ocr_text BEGIN {_FTS_SUB} END",
+    "ocr_fts_update": f"AFTER UPDATE ON ocr_text BEGIN {_FTS_SUB} {_FTS_ADD} END",
+}
+
 _COUNT_ADD = (
     "INSERT INTO image_counts(root, status, n) VALUES (NEW.root, NEW.status, 1) "
     "ON CONFLICT(root, status) DO UPDATE SET n = n + 1;"
@@ -192,9 +216,9 @@ Index("ix_tags_tag", TagRow.tag)
 
 _TAG_TABLES = (TagRow.__tablename__, TagDefRow.__tablename__)
 _COUNT_TABLES = (ImageCountRow.__table__, CounterRow.__table__)
-# added by migrations 2, 3, 4, 6
+# added by migrations 2, 3, 4, 6, 7
 _LATER_TABLES = (*_TAG_TABLES, ConceptRow.__tablename__, AlbumRow.__tablename__,
-                 *(t.name for t in _COUNT_TABLES))  # fmt: skip
+                 *(t.name for t in _COUNT_TABLES), OcrTextRow.__tablename__)  # fmt: skip
 
 
 def _v1(conn: Connection) -> None:
@@ -258,9 +282,16 @@ def _v6(conn: Connection) -> None:
         last = ids[-1]
 
 
+def _v7(conn: Connection) -> None:
+    """Schema 7: recognised text (``ocr_text``), its FTS5 index and the triggers keeping it."""
+    Base.metadata.create_all(conn, tables=[OcrTextRow.__table__])
+    for name, body in [("", _OCR_FTS), *_OCR_TRIGGERS.items()]:
+        conn.exec_driver_sql(f"CREATE TRIGGER {name} {body}" if name else body)
+
+
 # version -> function upgrading a database at version-1 to version (1 creates from scratch).
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6,
+    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7,
 }  # fmt: skip
 # Migrations after which the file is compacted (VACUUM): they shrank every vector row.
 _COMPACT_AFTER = {6}

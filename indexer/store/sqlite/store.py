@@ -24,8 +24,16 @@ from indexer.store.base import IndexStore
 from indexer.store.errors import IndexMissingError
 from indexer.store.records import Changes, VectorState
 from indexer.store.sqlite import schema as db
+from indexer.store.sqlite.ocr import SqliteOcr
 from indexer.store.sqlite.queries import chunks, decode_rows, encode_vector
-from indexer.store.sqlite.schema import ImageRow, MetaRow, TagRow, TombstoneRow, VectorRow
+from indexer.store.sqlite.schema import (
+    ImageRow,
+    MetaRow,
+    OcrTextRow,
+    TagRow,
+    TombstoneRow,
+    VectorRow,
+)
 from indexer.store.sqlite.tags import SqliteTags
 from indexer.store.vectors.checks import normalize
 from indexer.store.vectors.file import read_header
@@ -46,7 +54,7 @@ def _pruned(conn: Connection) -> int:
     return int(value) if value is not None else 0
 
 
-class SqliteStore(SqliteTags, IndexStore):
+class SqliteStore(SqliteTags, SqliteOcr, IndexStore):
     """SQLite + FAISS for one index version directory; ``writer`` stores must hold the lock."""
 
     def __init__(self, path: Path, writer: bool = False, kind: str = "auto"):
@@ -307,7 +315,7 @@ class SqliteStore(SqliteTags, IndexStore):
         if not vectors:
             return
         for part in chunks(list(vectors)):
-            for table in (VectorRow, TagRow, TombstoneRow):
+            for table in (VectorRow, TagRow, OcrTextRow, TombstoneRow):
                 conn.execute(delete(table).where(table.image_id.in_(part)))
         rows = [{"image_id": i, "gen": gen, "vector": b} for i, b in vectors.items()]
         conn.execute(insert(VectorRow), rows)
@@ -318,6 +326,7 @@ class SqliteStore(SqliteTags, IndexStore):
         if had:
             conn.execute(delete(VectorRow).where(VectorRow.image_id.in_(had)))
             conn.execute(delete(TagRow).where(TagRow.image_id.in_(had)))  # tags go with vectors
+            conn.execute(delete(OcrTextRow).where(OcrTextRow.image_id.in_(had)))  # so does text
             conn.execute(delete(TombstoneRow).where(TombstoneRow.image_id.in_(had)))
             conn.execute(insert(TombstoneRow), [{"image_id": i, "gen": gen} for i in had])
         return list(had)

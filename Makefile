@@ -16,7 +16,7 @@ test: venv
 	@scripts/test-deps.sh
 	$(PY) -m ruff check clipmodel indexer app tests bench
 	.venv/bin/lint-imports
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=20
 
 test-slow: venv
 	$(PY) -m pytest -q -p no:cacheprovider -m slow -s

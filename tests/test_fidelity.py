@@ -193,6 +193,7 @@ def test_refused_path_falls_back_with_one_log_line(stress_dir, tmp_path, caplog,
     assert d["images"]["mean"] >= fid.MEAN_BAR and d["faithful"] is True
 
 
+@pytest.mark.slow  # test_refused_path_falls_back_with_one_log_line covers the refusal by default
 def test_everything_refused_runs_exact(tiny_checkpoint, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(fid, "MEAN_BAR", 1.5)  # nothing can pass
     with caplog.at_level(logging.WARNING, logger=LOGGER):
@@ -205,6 +206,7 @@ def test_everything_refused_runs_exact(tiny_checkpoint, tmp_path, caplog, monkey
     assert line.endswith("running torch fp32 (exact)")
 
 
+@pytest.mark.slow  # two full measurements: kept out of the 15-minute default run
 def test_check_cached_and_recomputed(tiny_checkpoint, tmp_path, monkeypatch):
     model, _ = clip.load(tiny_checkpoint, backend="onnxruntime", download_root=tmp_path)
     first = model.fidelity.check

@@ -380,6 +380,7 @@ def test_damaged_cache_file_is_reexported(tiny_int8, int8_cache, tiny_checkpoint
     assert not [p for p in (tmp_path / "onnx").iterdir() if p.name.startswith(".export-")]
 
 
+@pytest.mark.slow  # an export interrupted at each step: kept out of the 15-minute default run
 def test_interrupted_export_leaves_nothing(tiny_checkpoint, tmp_path, monkeypatch):
     real = ox._quantize
     quantized: list[str] = []

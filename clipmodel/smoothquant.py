@@ -51,15 +51,22 @@ class InputScale(nn.Module):
         return x * self.scale.to(x.dtype)
 
 
+def max_recorder(seen: dict):
+    """``note(key, x)``: the running max |x| per last-axis channel under ``key`` in ``seen``."""
+
+    def note(key, x: torch.Tensor) -> None:
+        m = x.detach().float().abs().reshape(-1, x.shape[-1]).amax(0)
+        seen[key] = torch.maximum(seen[key], m) if key in seen else m
+
+    return note
+
+
 @torch.no_grad()
 def channel_maxima(model: CLIP, images: torch.Tensor | None, tokens: torch.Tensor | None) -> dict:
     """Max |activation| per input channel of each smoothable product of ``model``, keyed by
     (place, id of its block or transformer)."""
     seen: dict[tuple, torch.Tensor] = {}
-
-    def note(key, x: torch.Tensor) -> None:
-        m = x.detach().float().abs().reshape(-1, x.shape[-1]).amax(0)
-        seen[key] = torch.maximum(seen[key], m) if key in seen else m
+    note = max_recorder(seen)
 
     handles = []
     for tr, final_ln, _ in _transformers(model):

@@ -22,17 +22,9 @@ import copy
 import torch
 from torch import nn
 
-from ..smoothquant import ALPHA, InputScale, _factor, _smooth_block
+from ..smoothquant import ALPHA, InputScale, _factor, _smooth_block, max_recorder
 
 __all__ = ["smoothed"]
-
-
-def _note_into(seen: dict):
-    def note(key, x: torch.Tensor) -> None:
-        m = x.detach().float().abs().reshape(-1, x.shape[-1]).amax(0)
-        seen[key] = torch.maximum(seen[key], m) if key in seen else m
-
-    return note
 
 
 def _places(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
@@ -63,7 +55,7 @@ def _places(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
 def channel_maxima(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> dict:
     """Max |activation| per input channel of each smoothable product, on the calibration set."""
     seen: dict = {}
-    note = _note_into(seen)
+    note = max_recorder(seen)
     handles = []
     for key, mod, where in _places(model):
         if where == "out":

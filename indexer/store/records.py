@@ -162,6 +162,12 @@ class ImageText:
     seconds: float = 0.0
 
 
+def text_from_row(row) -> ImageText:  # noqa: ANN001 - an ocr_text row of either backend
+    """The :class:`ImageText` of a stored ``ocr_text`` row (both backends share the columns)."""
+    return ImageText(int(row.image_id), row.text, row.engine, row.status, row.error,
+                     float(row.seconds))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class TextMatch:
     """An image whose recognised text contains a query phrase (``text``: all its text)."""

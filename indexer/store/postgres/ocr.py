@@ -10,7 +10,7 @@ from sqlalchemy import Connection, func, select, text
 from indexer.store.postgres import schema as db
 from indexer.store.postgres.queries import PgQueries
 from indexer.store.postgres.schema import ocr_text, vectors
-from indexer.store.records import OCR_ERROR, ImageText, TextMatch, compact_text
+from indexer.store.records import OCR_ERROR, ImageText, TextMatch, compact_text, text_from_row
 
 OCR_GEN_KEY = "ocr_gen"
 _UPSERT = text(
@@ -25,11 +25,6 @@ _UPSERT = text(
 def _ocr_generation(conn: Connection) -> int:
     value = conn.execute(text("SELECT value FROM meta WHERE key = :k"), {"k": OCR_GEN_KEY}).scalar()
     return int(value) if value is not None else 0
-
-
-def _text(row) -> ImageText:  # noqa: ANN001 - an ocr_text row
-    return ImageText(int(row.image_id), row.text, row.engine, row.status, row.error,
-                     float(row.seconds))  # fmt: skip
 
 
 class PgOcr(PgQueries):
@@ -70,7 +65,7 @@ class PgOcr(PgQueries):
             return {}
         with self._connect() as conn:
             rows = conn.execute(select(ocr_text).where(ocr_text.c.image_id.in_(ids))).all()
-        return {int(r.image_id): _text(r) for r in rows}
+        return {int(r.image_id): text_from_row(r) for r in rows}
 
     def search_text(self, phrase: str, limit: int | None = None) -> list[TextMatch]:
         q = compact_text(phrase)
@@ -97,4 +92,4 @@ class PgOcr(PgQueries):
         if limit is not None:
             stmt = stmt.limit(limit)
         with self._connect() as conn:
-            return [_text(r) for r in conn.execute(stmt).all()]
+            return [text_from_row(r) for r in conn.execute(stmt).all()]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, select
 
-from indexer.store.records import OCR_ERROR, ImageText, TextMatch, compact_text
+from indexer.store.records import OCR_ERROR, ImageText, TextMatch, compact_text, text_from_row
 from indexer.store.sqlite import schema as db
 from indexer.store.sqlite.queries import StoreQueries, chunks
 from indexer.store.sqlite.schema import MetaRow, OcrTextRow
@@ -26,11 +26,6 @@ _UPSERT = (
 def _ocr_generation(conn: Connection) -> int:
     value = conn.execute(select(MetaRow.value).where(MetaRow.key == OCR_GEN_KEY)).scalar()
     return int(value) if value is not None else 0
-
-
-def _text(row) -> ImageText:  # noqa: ANN001 - an ocr_text row
-    return ImageText(int(row.image_id), row.text, row.engine, row.status, row.error,
-                     float(row.seconds))  # fmt: skip
 
 
 class SqliteOcr(StoreQueries):
@@ -66,7 +61,7 @@ class SqliteOcr(StoreQueries):
         with self._connect() as conn:
             for part in chunks([int(i) for i in ids]):
                 for row in conn.execute(select(OcrTextRow).where(OcrTextRow.image_id.in_(part))):
-                    out[int(row.image_id)] = _text(row)
+                    out[int(row.image_id)] = text_from_row(row)
         return out
 
     def search_text(self, phrase: str, limit: int | None = None) -> list[TextMatch]:
@@ -99,4 +94,4 @@ class SqliteOcr(StoreQueries):
         if limit is not None:
             q = q.limit(limit)
         with self._connect() as conn:
-            return [_text(r) for r in conn.execute(q)]
+            return [text_from_row(r) for r in conn.execute(q)]

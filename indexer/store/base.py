@@ -27,6 +27,11 @@ Contract (every backend):
   vector like the tags. The *OCR generation* is the generation up to which every vector has a
   text row; vectors written since without one are *pending OCR* (see :mod:`indexer.ocr.service`).
   Text is matched in :func:`~indexer.store.records.compact_text` form, as a substring.
+* **Video frames.** A video is one image row (``duration_ms`` set) whose vector summarises it
+  (the normalised mean of its frames, so tags, concepts and duplicates treat it as one item)
+  plus its sampled *frames*: (time, vector) pairs written, copied and removed with that vector
+  in the same transaction (``Changes`` upserts carry them as ``frames``). :meth:`search_frames`
+  searches the frames alone; the engine merges its hits into the videos' (best moments).
 * **Albums.** Smart albums are saved searches (:class:`~indexer.store.records.Album`), stored
   by name; the store keeps their definition only (results are searched when read).
 * **Writers.** At most one writer per index (``writer=True``; the caller holds the writer lock
@@ -315,6 +320,23 @@ class IndexStore(abc.ABC):
     @abc.abstractmethod
     def drop_album(self, name: str) -> bool:
         """Delete the album; False if there was none (writers only)."""
+
+    # ----------------------------------------------------------------- video frames
+    @abc.abstractmethod
+    def search_frames(
+        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The top-``k`` frames by cosine with ``query``: (scores, image ids, times in ms),
+        best first, among the frames of ``allowed_ids`` when given (committed state, as of the
+        last :meth:`refresh`)."""
+
+    @abc.abstractmethod
+    def frames(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(times in ms, (n, d) float32 vectors) of one video's frames, in time order."""
+
+    @abc.abstractmethod
+    def frame_counts(self) -> dict[str, int]:
+        """{"videos": images with frames, "frames": frame rows}."""
 
     # ----------------------------------------------------------------- recognised text (OCR)
     @abc.abstractmethod

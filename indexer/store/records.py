@@ -30,13 +30,18 @@ class Record:
     status: str
     error: str | None
     indexed_at: float
+    duration_ms: int | None = None  # a video's length (None: a photo)
+
+    @property
+    def is_video(self) -> bool:
+        return self.duration_ms is not None
 
     @classmethod
     def from_row(cls, row) -> Record:  # noqa: ANN001 - a row with the images table's columns
         return cls(
             row.id, os.fsdecode(row.path), os.fsdecode(row.root), row.size, row.mtime_ns,
             row.content_hash, row.width, row.height, row.taken_at, row.camera, row.status,
-            row.error, row.indexed_at,
+            row.error, row.indexed_at, row.duration_ms,
         )  # fmt: skip
 
 
@@ -45,8 +50,10 @@ class Changes:
     """A batch of changes applied in one transaction by :meth:`IndexStore.apply`.
 
     ``upserts``: image rows (dicts of ImageRow columns; ``id`` present = update that row) with
-    an optional ``vector`` (np.ndarray) or ``copy_from`` (id whose vector to copy); rows without
-    either become vector-less (errors). ``moves``/``touches``: dicts with ``id`` and the columns
+    an optional ``vector`` (np.ndarray) or ``copy_from`` (id whose vector, and frames, to copy);
+    rows without either become vector-less (errors). A video's upsert also carries ``frames``:
+    (times in ms (n,), vectors (n, d)), which replace the row's frames (an upsert with a
+    ``vector`` and no ``frames`` leaves the row none). ``moves``/``touches``: dicts with ``id`` and the columns
     to update, vectors untouched. ``deletes``: ids of rows to remove with their vectors.
     """
 

@@ -160,7 +160,9 @@ def read_version(conn: Connection) -> int:
 def ensure_schema(conn: Connection, schema: str, writer: bool) -> None:
     """Create or migrate the version schema (writers, serialised by a transaction lock), or
     check it is usable (readers)."""
-    found = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+    found = conn.execute(
+        text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    ).scalar()
     if found is not None and tuple(int(x) for x in found.split(".")[:2]) < MIN_PGVECTOR:
         raise SchemaError(f"the database has pgvector {found}; clipsearch needs >= 0.8 "
                           "(iterative index scans): ALTER EXTENSION vector UPDATE")  # fmt: skip

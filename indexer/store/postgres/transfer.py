@@ -112,7 +112,10 @@ def _counts(engine: Engine, tables: dict[str, Table]) -> dict[str, int]:
         return q.where(tables[name].c.key.not_in(_LOCAL_META)) if name == "meta" else q
 
     with engine.connect() as c:
-        return {n: int(c.execute(count(n)).scalar()) for n in ("images", "vectors", "tags", "ocr_text", *_SMALL)}
+        return {
+            n: int(c.execute(count(n)).scalar())
+            for n in ("images", "vectors", "tags", "ocr_text", *_SMALL)
+        }
 
 
 def _check(src: dict[str, int], dst: dict[str, int]) -> None:

@@ -42,8 +42,9 @@ from sqlalchemy.pool import NullPool
 
 from indexer.store.errors import SchemaError, StoreError, StoreUnavailableError
 from indexer.store.records import STATUS_ERROR, STATUS_OK  # noqa: F401 - the status column
+from indexer.store.sqlite.triggers import _OCR_FTS, _OCR_TRIGGERS, _TRIGGERS
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Stored vectors (schema 6): little-endian float16, one copy of each vector (FAISS holds the
 # searchable one). A 512-d float32 blob (2 KB) took a 4 KB page of its own; float16 fits three
 # to a page, and its error (<= 2.5e-4 per cosine) is far below the FAISS index's own at scale
@@ -88,11 +89,23 @@ class ImageRow(Base):
     status: Mapped[str] = mapped_column(String(8), nullable=False)
     error: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[float] = mapped_column(Float, nullable=False)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)  # schema 8: videos (None: photo)
 
 
 class VectorRow(Base):
     __tablename__ = "vectors"
     image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gen: Mapped[int] = mapped_column(Integer, nullable=False)
+    vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class FrameRow(Base):
+    """One sampled frame of a video (schema 8): its time and vector (``VECTOR_DTYPE``), written
+    with the video's own vector (``gen``) and removed with it."""
+
+    __tablename__ = "frames"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    t_ms: Mapped[int] = mapped_column(Integer, primary_key=True)
     gen: Mapped[int] = mapped_column(Integer, nullable=False)
     vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
@@ -183,32 +196,6 @@ class OcrTextRow(Base):
     seconds: Mapped[float] = mapped_column(Float, nullable=False)
 
 
-# FTS5 over ocr_text.compact (external content: the text is stored once), kept by triggers.
-_OCR_FTS = "CREATE VIRTUAL TABLE ocr_fts USING fts5(compact, content='ocr_text', content_rowid='image_id', tokenize='trigram')"  # fmt: skip
-_FTS_ADD = "INSERT INTO ocr_fts(rowid, compact) VALUES (NEW.image_id, NEW.compact);"
-_FTS_SUB = "INSERT INTO ocr_fts(ocr_fts, rowid, compact) VALUES ('delete', OLD.image_id, OLD.compact);"
-_OCR_TRIGGERS = {
-    "ocr_fts_insert": f"AFTER INSERT ON ocr_text BEGIN {_FTS_ADD} END",
-    "ocr_fts_delete": f"AFTER DELETE ON ocr_text BEGIN {_FTS_SUB} END",
-    "ocr_fts_update": f"AFTER UPDATE ON ocr_text BEGIN {_FTS_SUB} {_FTS_ADD} END",
-}
-
-_COUNT_ADD = (
-    "INSERT INTO image_counts(root, status, n) VALUES (NEW.root, NEW.status, 1) "
-    "ON CONFLICT(root, status) DO UPDATE SET n = n + 1;"
-)
-_COUNT_SUB = "UPDATE image_counts SET n = n - 1 WHERE root = OLD.root AND status = OLD.status;"
-_VEC = "INSERT INTO counters(name, n) VALUES ('vectors', {d}) ON CONFLICT(name) DO UPDATE SET n = n + {d};"
-_TRIGGERS = {
-    "images_count_insert": f"AFTER INSERT ON images BEGIN {_COUNT_ADD} END",
-    "images_count_delete": f"AFTER DELETE ON images BEGIN {_COUNT_SUB} END",
-    "images_count_update": "AFTER UPDATE OF root, status ON images WHEN OLD.root IS NOT NEW.root "
-    f"OR OLD.status IS NOT NEW.status BEGIN {_COUNT_SUB} {_COUNT_ADD} END",
-    "vectors_count_insert": f"AFTER INSERT ON vectors BEGIN {_VEC.format(d=1)} END",
-    "vectors_count_delete": f"AFTER DELETE ON vectors BEGIN {_VEC.format(d=-1)} END",
-}
-
-
 Index("ix_vectors_gen", VectorRow.gen)
 Index("ix_tombstones_gen", TombstoneRow.gen)
 Index("ix_images_status", ImageRow.status)
@@ -216,9 +203,10 @@ Index("ix_tags_tag", TagRow.tag)
 
 _TAG_TABLES = (TagRow.__tablename__, TagDefRow.__tablename__)
 _COUNT_TABLES = (ImageCountRow.__table__, CounterRow.__table__)
-# added by migrations 2, 3, 4, 6, 7
+# added by migrations 2, 3, 4, 6, 7, 8
 _LATER_TABLES = (*_TAG_TABLES, ConceptRow.__tablename__, AlbumRow.__tablename__,
-                 *(t.name for t in _COUNT_TABLES), OcrTextRow.__tablename__)  # fmt: skip
+                 *(t.name for t in _COUNT_TABLES), OcrTextRow.__tablename__,
+                 FrameRow.__tablename__)  # fmt: skip
 
 
 def _v1(conn: Connection) -> None:
@@ -259,9 +247,7 @@ def _v6(conn: Connection) -> None:
         "INSERT INTO image_counts(root, status, n) "
         "SELECT root, status, COUNT(*) FROM images GROUP BY root, status"
     )
-    conn.exec_driver_sql(
-        "INSERT INTO counters(name, n) SELECT 'vectors', COUNT(*) FROM vectors"
-    )
+    conn.exec_driver_sql("INSERT INTO counters(name, n) SELECT 'vectors', COUNT(*) FROM vectors")
     for name, body in _TRIGGERS.items():
         conn.exec_driver_sql(f"CREATE TRIGGER {name} {body}")
     last = -1
@@ -289,9 +275,16 @@ def _v7(conn: Connection) -> None:
         conn.exec_driver_sql(f"CREATE TRIGGER {name} {body}" if name else body)
 
 
+def _v8(conn: Connection) -> None:
+    """Schema 8: videos (``images.duration_ms``) and their sampled ``frames``."""
+    if "duration_ms" not in {c["name"] for c in inspect(conn).get_columns("images")}:
+        conn.execute(text("ALTER TABLE images ADD COLUMN duration_ms INTEGER"))
+    Base.metadata.create_all(conn, tables=[FrameRow.__table__])
+
+
 # version -> function upgrading a database at version-1 to version (1 creates from scratch).
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
-    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7,
+    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8,
 }  # fmt: skip
 # Migrations after which the file is compacted (VACUUM): they shrank every vector row.
 _COMPACT_AFTER = {6}

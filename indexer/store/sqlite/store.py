@@ -24,6 +24,7 @@ from indexer.store.base import IndexStore
 from indexer.store.errors import IndexMissingError
 from indexer.store.records import Changes, VectorState
 from indexer.store.sqlite import schema as db
+from indexer.store.sqlite.frames import FrameChanges, SqliteFrames
 from indexer.store.sqlite.ocr import SqliteOcr
 from indexer.store.sqlite.queries import chunks, decode_rows, encode_vector
 from indexer.store.sqlite.schema import (
@@ -54,7 +55,7 @@ def _pruned(conn: Connection) -> int:
     return int(value) if value is not None else 0
 
 
-class SqliteStore(SqliteTags, SqliteOcr, IndexStore):
+class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
     """SQLite + FAISS for one index version directory; ``writer`` stores must hold the lock."""
 
     def __init__(self, path: Path, writer: bool = False, kind: str = "auto"):
@@ -252,6 +253,7 @@ class SqliteStore(SqliteTags, SqliteOcr, IndexStore):
         added_vecs: list[np.ndarray] = []
         removed: list[int] = []
         pending: dict[int, bytes] = {}  # new vector blobs, written together after the rows
+        frames = FrameChanges()
         # Statements built once and executed with each row's parameters: SQLAlchemy compiles
         # them once per set of columns (a statement built per row cost ~1 ms a row).
         images = ImageRow.__table__
@@ -263,6 +265,7 @@ class SqliteStore(SqliteTags, SqliteOcr, IndexStore):
             for up in changes.upserts:
                 up = dict(up)
                 vec, copy_from = up.pop("vector", None), up.pop("copy_from", None)
+                new_frames = up.pop("frames", None)
                 up.setdefault("indexed_at", now)
                 row_id = up.pop("id", None)
                 if row_id is None:
@@ -270,10 +273,14 @@ class SqliteStore(SqliteTags, SqliteOcr, IndexStore):
                 else:
                     conn.execute(set_row, {**up, "row_id": row_id})
                 ids_by_path[up["path"]] = row_id
+                frames.upsert(row_id, new_frames if vec is not None else None, copy_from)
                 if copy_from is not None:  # the stored blob is copied bit for bit
-                    blob = pending.get(copy_from) or conn.execute(
-                        select(VectorRow.vector).where(VectorRow.image_id == copy_from)
-                    ).scalar()
+                    blob = (
+                        pending.get(copy_from)
+                        or conn.execute(
+                            select(VectorRow.vector).where(VectorRow.image_id == copy_from)
+                        ).scalar()
+                    )
                     if blob is None:
                         raise RuntimeError(f"cannot copy the vector of image {copy_from}: none")
                 elif vec is not None:
@@ -289,6 +296,7 @@ class SqliteStore(SqliteTags, SqliteOcr, IndexStore):
                     if self._drop_vectors(conn, [row_id], gen):
                         removed.append(row_id)
             self._put_vectors(conn, pending, gen)
+            frames.write(conn, changes.deletes, gen)
             for mv in changes.moves + changes.touches:
                 mv = dict(mv)
                 mv["row_id"] = mv.pop("id")

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Engine,
     Float,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -39,7 +40,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from indexer.store.errors import SchemaError, StoreError, StoreUnavailableError
 from indexer.store.urls import mask_secret, mask_url
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIN_PGVECTOR = (0, 8)
 HNSW_NAME = "ix_vectors_hnsw"
 
@@ -61,6 +62,7 @@ images = Table(
     Column("taken_at", String(19), index=True), Column("camera", String),
     Column("status", String(8), nullable=False, index=True),
     Column("error", Text), Column("indexed_at", Float, nullable=False),
+    Column("duration_ms", Integer),  # schema 3: a video's length (None: a photo)
 )  # fmt: skip
 vectors = Table("vectors", metadata, Column("image_id", BigInteger, primary_key=True),
                 Column("gen", BigInteger, nullable=False, index=True),
@@ -92,10 +94,18 @@ ocr_text = Table(
     Column("error", Text), Column("seconds", Float, nullable=False),
 )  # fmt: skip
 OCR_TRGM_NAME = "ix_ocr_text_trgm"
+# schema 3: the sampled frames of videos (see indexer.store.postgres.frames)
+frames = Table("frames", metadata, Column("image_id", BigInteger, primary_key=True),
+               Column("t_ms", Integer, primary_key=True),
+               Column("gen", BigInteger, nullable=False),
+               Column("vector", VECTOR(), nullable=False))  # fmt: skip
+_LATER_TABLES = (ocr_text, frames)  # created by migrations 2, 3
+VECTOR_TABLES = ("vectors", "frames")  # the tables with a vector(d) column
 
 
 def _v1(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t is not ocr_text])
+    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables
+                                      if t not in _LATER_TABLES])  # fmt: skip
     conn.execute(text("INSERT INTO meta(key, value) VALUES ('generation', '0') "
                       "ON CONFLICT (key) DO NOTHING"))  # fmt: skip
 
@@ -113,8 +123,18 @@ def _v2(conn: Connection) -> None:
         pass
 
 
+def _v3(conn: Connection) -> None:
+    """Schema 3: videos (``images.duration_ms``) and their sampled ``frames``, typed like the
+    vectors when the schema is already bound to a model."""
+    conn.execute(text("ALTER TABLE images ADD COLUMN IF NOT EXISTS duration_ms integer"))
+    metadata.create_all(conn, tables=[frames])
+    dim = vector_dimension(conn)
+    if dim is not None:
+        bind_dimension(conn, dim)
+
+
 # version -> function upgrading a schema at version-1 to version (1 creates from scratch).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
 
 
 # ----------------------------------------------------------------- URLs and engines
@@ -184,19 +204,20 @@ def ensure_schema(conn: Connection, schema: str, writer: bool) -> None:
     conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION))
 
 
-def vector_dimension(conn: Connection) -> int | None:
+def vector_dimension(conn: Connection, table: str = "vectors") -> int | None:
     """The ``vector(d)`` column's d (None: not bound to a model yet)."""
     mod = conn.execute(text(
-        "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass('vectors') "
-        "AND attname = 'vector'")).scalar()  # fmt: skip
+        "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(:t) "
+        "AND attname = 'vector'"), {"t": table}).scalar()  # fmt: skip
     return int(mod) if mod is not None and mod > 0 else None
 
 
 def bind_dimension(conn: Connection, dim: int) -> None:
-    """Type the vector column as ``vector(dim)`` (the HNSW index comes later:
-    :func:`build_hnsw`)."""
-    if vector_dimension(conn) != dim:
-        conn.execute(text(f"ALTER TABLE vectors ALTER COLUMN vector TYPE vector({int(dim)})"))
+    """Type the vector columns (vectors' and frames') as ``vector(dim)`` (the HNSW index comes
+    later: :func:`build_hnsw`)."""
+    for table in VECTOR_TABLES:
+        if vector_dimension(conn, table) != dim:
+            conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN vector TYPE vector({int(dim)})"))
 
 
 def has_hnsw(conn: Connection) -> bool:

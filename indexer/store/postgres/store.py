@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from indexer.store.base import IndexStore
 from indexer.store.errors import IndexMissingError
 from indexer.store.postgres import schema as db
+from indexer.store.postgres.frames import PgFrameChanges, PgFrames
 from indexer.store.postgres.ocr import PgOcr
 from indexer.store.postgres.schema import images, ocr_text, tags, tombstones, vectors
 from indexer.store.postgres.tags import PgTags
@@ -56,7 +57,7 @@ def _exact(conn: Connection) -> None:
     conn.execute(text("SET LOCAL enable_indexscan = off"))
 
 
-class PgStore(PgTags, PgOcr, IndexStore):
+class PgStore(PgTags, PgOcr, PgFrames, IndexStore):
     """One index version (a schema of the database at ``url``); ``writer`` stores are opened
     by writers holding their advisory locks (:mod:`indexer.store.postgres.location`)."""
 
@@ -153,7 +154,9 @@ class PgStore(PgTags, PgOcr, IndexStore):
         now = time.time()
         pending: dict[int, np.ndarray] = {}
         ups = [dict(up) for up in changes.upserts]
-        extra = [(up.pop("vector", None), up.pop("copy_from", None)) for up in ups]
+        extra = [(up.pop("vector", None), up.pop("copy_from", None), up.pop("frames", None))
+                 for up in ups]  # fmt: skip
+        frames = PgFrameChanges()
         for up in ups:
             up.setdefault("indexed_at", now)
         set_row = update(images).where(images.c.id == bindparam("row_id"))
@@ -161,8 +164,9 @@ class PgStore(PgTags, PgOcr, IndexStore):
             gen = db.next_generation(conn)
             ids_by_path = self._upsert_rows(conn, ups, set_row)
             dropped: list[int] = []
-            for up, (vec, copy_from) in zip(ups, extra):
+            for up, (vec, copy_from, new_frames) in zip(ups, extra):
                 row_id = ids_by_path[up["path"]]
+                frames.upsert(row_id, new_frames if vec is not None else None, copy_from)
                 if copy_from is not None:
                     vec = pending.get(copy_from)
                     if vec is None:
@@ -178,6 +182,7 @@ class PgStore(PgTags, PgOcr, IndexStore):
             if dropped:
                 self._drop_vectors(conn, dropped, gen)
             self._put_vectors(conn, pending, gen)
+            frames.write(conn, changes.deletes, gen)
             for mv in changes.moves + changes.touches:
                 mv = dict(mv)
                 mv["row_id"] = mv.pop("id")

@@ -1,10 +1,10 @@
 """``clipsearch migrate``: copy the active index version between SQLite and PostgreSQL.
 
-Lossless: every row of images (ids kept, so concepts' example ids stay valid), vectors (with
-their generations; SQLite's float16 copies arrive as the float32 unit vectors the SQLite
-store reads, and go back to the same float16 bits), tags, recognised text, tag definitions, concepts, albums
-and metadata.
-Resumable: images are copied in id order, each chunk with its vectors and tags in one target
+Lossless: every row of images (ids kept, so concepts' example ids stay valid; videos with their
+``duration_ms``), vectors and video frames (with their generations; SQLite's float16 copies
+arrive as the float32 unit vectors the SQLite store reads, and go back to the same float16
+bits), tags, recognised text, tag definitions, concepts, albums and metadata.
+Resumable: images are copied in id order, each chunk with its vectors, frames and tags in one target
 transaction, so a rerun after a crash continues after the last copied id; the small tables and
 the metadata follow, and only then is the copy made the target's active version. Tombstones are
 not copied (they only tell a FAISS file what to replay; a copy starts without one).
@@ -24,6 +24,7 @@ from indexer.store.errors import StoreError
 from indexer.store.location import DirectoryLocation
 from indexer.store.lock import WriterLock
 from indexer.store.postgres import schema as pg
+from indexer.store.postgres.frames import copy_frames
 from indexer.store.postgres.location import PgLocation
 from indexer.store.postgres.store import copy_vectors
 from indexer.store.sqlite import schema as lite
@@ -43,19 +44,23 @@ class _Side:
     to_vector: Callable  # stored value -> np.ndarray
     from_vector: Callable  # np.ndarray -> stored value
     write_vectors: Callable[[Connection, list[dict]], None]
+    write_frames: Callable[[Connection, list[dict]], None]
 
 
 def _sqlite_side(store: SqliteStore) -> _Side:
     # SQLite keeps float16 (schema 6): read back as the store reads it (float32, unit norm)
     tables = {t.name: t for t in lite.Base.metadata.sorted_tables}
     return _Side(store.engine, tables, lambda b: decode_rows([(0, b)])[1][0], encode_vector,
-                 lambda conn, rows: conn.execute(insert(tables["vectors"]), rows))  # fmt: skip
+                 lambda conn, rows: conn.execute(insert(tables["vectors"]), rows),
+                 lambda conn, rows: conn.execute(insert(tables["frames"]), rows))  # fmt: skip
 
 
 def _pg_side(engine: Engine) -> _Side:
     return _Side(engine, dict(pg.metadata.tables), lambda v: np.asarray(v, np.float32),
                  lambda v: v, lambda conn, rows: copy_vectors(
-                     conn, [(r["image_id"], r["gen"], r["vector"]) for r in rows]))  # fmt: skip
+                     conn, [(r["image_id"], r["gen"], r["vector"]) for r in rows]),
+                 lambda conn, rows: copy_frames(
+                     conn, [(r["image_id"], r["t_ms"], r["gen"], r["vector"]) for r in rows]))  # fmt: skip
 
 
 @contextmanager
@@ -81,6 +86,11 @@ def _copy(src: _Side, dst: _Side, progress: Callable[[int], None] | None) -> dic
             sv, st = src.tables["vectors"], src.tables["tags"]
             vecs = [{"image_id": r.image_id, "gen": r.gen, "vector": dst.from_vector(src.to_vector(r.vector))}
                     for r in s.execute(select(sv).where(sv.c.image_id > last, sv.c.image_id <= hi))]  # fmt: skip
+            sf = src.tables["frames"]
+            frames = [{"image_id": r.image_id, "t_ms": r.t_ms, "gen": r.gen,
+                       "vector": dst.from_vector(src.to_vector(r.vector))}
+                      for r in s.execute(select(sf).where(sf.c.image_id > last, sf.c.image_id <= hi)
+                                         .order_by(sf.c.image_id, sf.c.t_ms))]  # fmt: skip
             tags, texts = ([dict(r._mapping) for r in s.execute(
                 select(t).where(t.c.image_id > last, t.c.image_id <= hi))]
                 for t in (st, src.tables["ocr_text"]))  # fmt: skip
@@ -88,6 +98,8 @@ def _copy(src: _Side, dst: _Side, progress: Callable[[int], None] | None) -> dic
             d.execute(insert(di), rows)
             if vecs:
                 dst.write_vectors(d, vecs)
+            if frames:
+                dst.write_frames(d, frames)
             if tags:
                 d.execute(insert(dst.tables["tags"]), tags)
             if texts:  # recognised text goes with its vector (SQLite's triggers index it)
@@ -114,7 +126,7 @@ def _counts(engine: Engine, tables: dict[str, Table]) -> dict[str, int]:
     with engine.connect() as c:
         return {
             n: int(c.execute(count(n)).scalar())
-            for n in ("images", "vectors", "tags", "ocr_text", *_SMALL)
+            for n in ("images", "vectors", "frames", "tags", "ocr_text", *_SMALL)
         }
 
 

@@ -18,19 +18,9 @@ from sqlalchemy import Connection, delete, func, insert, select
 from indexer.store.sqlite import schema as db
 from indexer.store.sqlite.queries import chunks, decode_rows, encode_vector
 from indexer.store.sqlite.schema import FrameRow, MetaRow
-from indexer.store.vectors.checks import normalize
+from indexer.store.vectors.checks import as_frames, normalize
 
 FRAMES_GEN_KEY = "frames_gen"
-
-
-def as_frames(frames: object) -> tuple[np.ndarray, np.ndarray]:
-    """``(times, vectors)`` of an upsert's ``frames`` as (int64 (n,), unit float32 (n, d))."""
-    times, vecs = frames  # type: ignore[misc]
-    times = np.asarray(times, dtype=np.int64).reshape(-1)
-    vecs = normalize(np.asarray(vecs, dtype=np.float32).reshape(len(times), -1))
-    if len(np.unique(times)) != len(times):
-        raise ValueError("a video's frames need distinct times")
-    return times, vecs
 
 
 def put_frames(conn: Connection, image_id: int, frames: object, gen: int) -> None:
@@ -75,7 +65,8 @@ class _FrameMatrix:
             rows = rows[np.isin(self.ids, np.asarray(allowed, dtype=np.int64))]
         if not len(rows) or k < 1:
             return np.empty(0, np.float32), np.empty(0, np.int64), np.empty(0, np.int64)
-        scores = self.vecs[rows] @ np.asarray(query, dtype=np.float32).reshape(-1)
+        q = normalize(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]  # cosines
+        scores = self.vecs[rows] @ q
         top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
         top = top[np.argsort(-scores[top], kind="stable")]
         picked = rows[top]

@@ -67,3 +67,17 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     np.divide(x, norms, out=x, where=norms > 0)
     return x
+
+
+def as_frames(frames: object) -> tuple[np.ndarray, np.ndarray]:
+    """``(times, vectors)`` of an upsert's ``frames`` as (int64 (n,), unit float32 (n, d));
+    no frames at all is allowed (either backend then stores none)."""
+    times, vecs = frames  # type: ignore[misc]
+    times = np.asarray(times, dtype=np.int64).reshape(-1)
+    vecs = np.asarray(vecs, dtype=np.float32)
+    if not len(times):
+        return times, np.zeros((0, vecs.shape[-1] if vecs.ndim == 2 else 0), np.float32)
+    vecs = normalize(vecs.reshape(len(times), -1))
+    if len(np.unique(times)) != len(times):
+        raise ValueError("a video's frames need distinct times")
+    return times, vecs

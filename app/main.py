@@ -57,7 +57,8 @@ def password_gate(expected: str | None) -> bool:
 
 
 def read_query_params() -> list[Exception]:
-    """Apply the link's parameters once per session: ``q``, ``id`` (detail), ``like``, ``view``.
+    """Apply the link's parameters once per session: ``q``, ``id`` (detail), ``t`` (where its
+    video plays from, ms), ``like``, ``view``.
 
     Ids are checked (digits only); anything else is reported and ignored.
     """
@@ -68,7 +69,7 @@ def read_query_params() -> list[Exception]:
     problems: list[Exception] = []
     if "q" in params:
         st.session_state.q = str(params["q"])[:1000]
-    for name, key in (("id", "detail_id"), ("like", "like_id")):
+    for name, key in (("id", "detail_id"), ("like", "like_id"), ("t", "detail_t")):
         if name in params:
             try:
                 st.session_state[key] = safety.parse_image_id(

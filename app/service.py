@@ -260,6 +260,13 @@ def human_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def clock(ms: int | None) -> str:
+    """A time in a video as m:ss (h:mm:ss from an hour)."""
+    secs = max(0, int(ms or 0) // 1000)
+    h, m, sec = secs // 3600, secs // 60 % 60, secs % 60
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
 def latency_text(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from indexer.config import Config
 from indexer.embed.encoder import ClipEncoder, Encoder, thread_plan
-from indexer.embed.images import remove_thumbnails, thumbnail_file
+from indexer.embed.images import moment_thumbnail, remove_thumbnails, thumbnail_file
 from indexer.embed.query import reader_encoder
 from indexer.ingest.fastpaths import apply_check, check_pipeline, fast_paths_doc
 from indexer.ingest.pipeline import IndexReport
@@ -308,11 +308,14 @@ class Library:
         """The record of one image by id (None if unknown)."""
         return self.store.get_record(image_id)
 
-    def thumbnail_path(self, image: int | Record) -> Path | None:
-        """Path of the image's JPEG thumbnail, or None when it has none."""
+    def thumbnail_path(self, image: int | Record, t_ms: int | None = None) -> Path | None:
+        """The image's JPEG thumbnail (a video's frame at ``t_ms`` if any), or None if none."""
         rec = self.get_image(image) if isinstance(image, int) else image
         if rec is None or not rec.content_hash:
             return None
+        frame = moment_thumbnail(rec.content_hash, t_ms) if t_ms is not None else None
+        if frame and (path := thumbnail_file(self.thumb_dir, frame)).exists():
+            return path
         path = thumbnail_file(self.thumb_dir, rec.content_hash)
         return path if path.exists() else None
 
@@ -331,11 +334,8 @@ class Library:
             "index_dir": os.fspath(self.dir),
             "database": self.location.describe() if self.location.shared else None,
             "version": self.versions.current(),
-            "model": {
-                "name": meta.get("model_name"),
-                "checkpoint_sha256": meta.get("checkpoint_sha256"),
-                "embed_dim": int(meta["embed_dim"]) if "embed_dim" in meta else None,
-            },
+            "model": {"name": meta.get("model_name"), "checkpoint_sha256": meta.get("checkpoint_sha256"),
+                      "embed_dim": int(meta["embed_dim"]) if "embed_dim" in meta else None},
             "images": counts["images"],
             "indexed": counts["ok"],
             "errors": counts["errors"],
@@ -345,7 +345,7 @@ class Library:
                 "count": vectors.count,
                 "generation": vectors.generation,
             },
-            "generation": store.generation(),
+            "generation": store.generation(), "videos": store.frame_counts(),
             "watch": (watch := self.watch_status()),
             "roots": [
                 {

@@ -38,6 +38,7 @@ def make_video(
     container tags (kept in .mov/.mp4 with ``use_metadata_tags``).
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     w, h = size
     options = {"movflags": "use_metadata_tags"} if path.suffix in (".mp4", ".mov") else {}
     with av_open_write(path, options) as out:

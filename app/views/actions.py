@@ -28,14 +28,27 @@ def more_like(image_id: int) -> None:
     st.query_params.pop("id", None)
 
 
-def open_detail(image_id: int) -> None:
+def open_detail(image_id: int, t_ms: int | None = None) -> None:
+    """Show one photo; a video plays from ``t_ms`` (its best moment)."""
     st.session_state.detail_id = int(image_id)
+    st.session_state.detail_t = None if t_ms is None else int(t_ms)
     st.query_params["id"] = str(int(image_id))
+    if t_ms is None:
+        st.query_params.pop("t", None)
+    else:
+        st.query_params["t"] = str(int(t_ms))
+
+
+def seek(t_ms: int) -> None:
+    """Play the open video from ``t_ms``."""
+    open_detail(int(st.session_state.detail_id), t_ms)
 
 
 def close_detail() -> None:
     st.session_state.detail_id = None
+    st.session_state.detail_t = None
     st.query_params.pop("id", None)
+    st.query_params.pop("t", None)
 
 
 def reset_page() -> None:

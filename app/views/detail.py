@@ -18,6 +18,8 @@ from . import actions, errors, results
 def metadata_rows(rec, tags: list[tuple[str, float]] | None) -> list[tuple[str, str]]:  # noqa: ANN001
     """(label, value) pairs shown beside the photo."""
     dims = f"{rec.width} x {rec.height} pixels" if rec.width and rec.height else "unknown"
+    if rec.is_video:
+        dims += f" · {service.clock(rec.duration_ms)} video"
     rows = [
         ("Path", rec.path),
         ("Taken", service.human_date(rec.taken_at)),
@@ -46,6 +48,8 @@ def render(lib, cfg: Config, image_id: int) -> None:  # noqa: ANN001
     with left:
         try:
             real = safety.indexed_file(rec.path, cfg.roots, cfg.library.follow_symlinks)
+            if rec.is_video:
+                return _video(lib, rec, real, right)
             mtime, _ = state.file_stamp(real)
             data = state.display_image(os.fspath(real), mtime, rec.size or 0,
                                        cfg.library.max_pixels)  # fmt: skip
@@ -55,6 +59,36 @@ def render(lib, cfg: Config, image_id: int) -> None:  # noqa: ANN001
             thumb = results.thumb_bytes(lib, rec)
             if thumb is not None:
                 st.image(thumb, caption="Thumbnail from the index", width=256)
+    _facts(lib, rec, right)
+
+
+_PLAYABLE_BYTES = 2**30
+_MIME = {".webm": "video/webm", ".mkv": "video/webm", ".ogv": "video/ogg"}  # else video/mp4
+
+
+def _video(lib, rec, real, right) -> None:  # noqa: ANN001
+    """A video plays from the chosen moment; its sampled frames are shown to jump to."""
+    start = int(st.session_state.get("detail_t") or 0)
+    if (rec.size or 0) <= _PLAYABLE_BYTES:  # Streamlit serves the file from memory
+        mime = _MIME.get(os.path.splitext(rec.path)[1].lower(), "video/mp4")
+        st.video(os.fspath(real), format=mime, start_time=start // 1000)
+        st.caption(f"Playing from {service.clock(start)} of {service.clock(rec.duration_ms)}")
+    else:
+        st.info(f"This video ({service.human_size(rec.size)}) is too large to play here: "
+                f"open {rec.path} at {service.clock(start)}.")  # fmt: skip
+    times, _ = lib.store.frames(rec.id)
+    cols = st.columns(6)
+    for n, t in enumerate(times.tolist()[:36]):
+        with cols[n % 6]:
+            thumb = results.thumb_bytes(lib, rec, t)
+            if thumb is not None:
+                st.image(thumb, width="stretch")
+            st.button(service.clock(t), key=f"seek_{t}", on_click=actions.seek, args=(t,),
+                      width="stretch")  # fmt: skip
+    _facts(lib, rec, right)
+
+
+def _facts(lib, rec, right) -> None:  # noqa: ANN001
     with right:
         tags = tag_source(lib)
         tag_list = tags.tags_of(rec.id) if tags is not None else None

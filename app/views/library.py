@@ -17,7 +17,10 @@ def render(lib, cfg: Config) -> None:  # noqa: ANN001
     watch = service.watch_status(lib, status)
     st.header("Library")
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Photos indexed", f"{status['indexed']:,}")
+    videos = status.get("videos") or {}
+    c1.metric("Photos indexed", f"{status['indexed']:,}",
+              help=f"{videos['videos']:,} of them videos ({videos['frames']:,} frames searched)"
+              if videos.get("videos") else None)  # fmt: skip
     c2.metric("Photos with errors", f"{status['errors']:,}")
     c3.metric("Watch service", "running" if watch["running"] else "not running")
     updated = watch["last_update"] or service.index_updated_at(lib)

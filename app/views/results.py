@@ -13,9 +13,10 @@ from .. import safety, service, state
 from . import actions
 
 
-def thumb_bytes(lib, rec) -> bytes | None:  # noqa: ANN001 - Library, Record
-    """The square grid thumbnail of a record (None: it has none, or it cannot be read)."""
-    path = lib.thumbnail_path(rec)
+def thumb_bytes(lib, rec, t_ms: int | None = None) -> bytes | None:  # noqa: ANN001 - Library, Record
+    """The square grid thumbnail of a record, a video's frame at ``t_ms`` when given (None:
+    it has none, or it cannot be read)."""
+    path = lib.thumbnail_path(rec, t_ms)
     if path is None:
         return None
     try:
@@ -70,7 +71,8 @@ def render(lib, cfg: Config, outcome: service.SearchOutcome, req: service.Search
 
 
 def _cell(lib, hit) -> None:  # noqa: ANN001
-    thumb = thumb_bytes(lib, hit.record)
+    best = hit.moments[0][0] if getattr(hit, "moments", None) else None  # a video's moment
+    thumb = thumb_bytes(lib, hit.record, best)
     name = os.path.basename(hit.path)
     if thumb is not None:
         st.image(thumb, width="stretch", alt=name)
@@ -78,6 +80,12 @@ def _cell(lib, hit) -> None:  # noqa: ANN001
         _placeholder()
     score = "—" if hit.score != hit.score else f"{hit.score:.3f}"  # NaN: browsing by tag
     st.caption(f"**{score}** · {name}")
+    if hit.record.is_video:
+        at = ", ".join(service.clock(t) for t, _ in hit.moments or [])
+        st.caption(f"Video {service.clock(hit.record.duration_ms)}" + (f" · at {at}" if at else ""))
+        st.button(f"▶ Play at {service.clock(best)}" if best is not None else "▶ Play",
+                  key=f"play_{hit.id}", on_click=actions.open_detail, args=(hit.id, best),
+                  width="stretch")  # fmt: skip
     if getattr(hit, "text", None):  # the recognised text a text: term matched
         st.caption("Text: " + re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", hit.text))
     mark = st.session_state.get("marks", {}).get(hit.id)

@@ -34,7 +34,8 @@ def _cmd_doctor(args: argparse.Namespace, cfg: Config) -> int:
         return 0
     where = "library photos" if doc["own_photos"] else "calibration photos (library empty)"
     print(f"checkpoint: {doc['checkpoint']}")
-    hint = {"HEIF": "pip install 'clipsearch[heif]'", "RAW": "pip install 'clipsearch[raw]'"}
+    hint = {"HEIF": "pip install 'clipsearch[heif]'", "RAW": "pip install 'clipsearch[raw]'",
+            "video": "pip install 'clipsearch[video]'"}
     print("formats: " + "; ".join(f"{name} {how or 'not installed: ' + hint.get(name, '')}"
                                   for name, how in doc["formats"].items()))  # fmt: skip
     print(f"measured on {doc['photos']} {where} and {doc['prompts']} prompts, against the exact "

@@ -51,7 +51,7 @@ def _cmd_search(args: argparse.Namespace, cfg: Config) -> int:
         res = lib.search(args.query, **kwargs)
         rows = []
         for rank, hit in enumerate(res.hits, 1):
-            thumb = lib.thumbnail_path(hit.record)
+            thumb = lib.thumbnail_path(hit.record, hit.moments[0][0] if hit.moments else None)
             rows.append({"rank": rank, **hit.to_dict(),
                          "thumbnail": os.fspath(thumb) if thumb else None})  # fmt: skip
     if args.json:
@@ -61,6 +61,8 @@ def _cmd_search(args: argparse.Namespace, cfg: Config) -> int:
     else:
         for r in rows:
             text = f"  [text: {' '.join(r['text'].split())}]" if r.get("text") else ""
+            if r.get("moments"):  # a video: where in it
+                text += "  [at " + ", ".join(f"{m['t']:.1f} s" for m in r["moments"]) + "]"
             print(f"{r['score']:.4f}  {printable(r['path'])}{text}")
         if not rows:
             hint = " (date filters match only photos with an EXIF capture time)"

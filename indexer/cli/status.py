@@ -31,6 +31,8 @@ def _cmd_status(args: argparse.Namespace, cfg: Config) -> int:
     for line in fast_path_lines(doc.get("fast_paths")):
         print(f"{line[0] + ':':<9} {line[1]}")
     print(f"images:   {doc['indexed']} indexed, {doc['errors']} errors, {doc['images']} files")
+    if (v := doc.get("videos") or {}).get("videos"):
+        print(f"videos:   {v['videos']} with {v['frames']} frames searched")
     if doc.get("database"):  # PostgreSQL: the vectors table is the index
         print(f"vectors:  {doc['vectors']} in PostgreSQL ({doc['faiss']['kind']} search), "
               f"generation {doc['generation']}")  # fmt: skip

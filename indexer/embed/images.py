@@ -302,6 +302,11 @@ def thumbnail_file(thumb_dir: Path, digest: str) -> Path:
     return thumb_dir / digest[:2] / f"{digest}.jpg"
 
 
+def moment_thumbnail(digest: str, t_ms: int) -> str:
+    """The :func:`thumbnail_file` name of a video's frame at ``t_ms``."""
+    return f"{digest}@{int(t_ms)}"
+
+
 def remove_thumbnails(thumb_dir: Path, keep: set[str] | None = None) -> int:
     """Delete half-written thumbnails (``keep`` None) or those whose content hash is not in
     ``keep``; returns how many."""
@@ -318,7 +323,11 @@ def remove_thumbnails(thumb_dir: Path, keep: set[str] | None = None) -> int:
             continue
         for entry in os.scandir(sub.path):
             digest, ext = os.path.splitext(entry.name)
-            if ext == ".jpg" and not entry.name.startswith(".") and digest not in keep:
+            if (
+                ext == ".jpg"
+                and not entry.name.startswith(".")
+                and digest.split("@")[0] not in keep
+            ):
                 os.unlink(entry.path)
                 removed += 1
     return removed

@@ -24,9 +24,10 @@ from typing import Any
 
 from PIL import Image
 
+from indexer.config import VIDEO_EXTENSIONS as CONFIG_VIDEO_EXTENSIONS
 from indexer.embed.images import BadImage, os_reason
 
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
+VIDEO_EXTENSIONS: tuple[str, ...] = tuple(CONFIG_VIDEO_EXTENSIONS)
 _CHUNK = 1 << 20
 _SIG = 16  # side of the grey scene signature
 _END_SLACK_S = 1.0  # a stream may end this much (or 3 frames) before its announced duration
@@ -70,7 +71,7 @@ class VideoLimits:
     """How frames are sampled and which videos are refused."""
 
     interval_s: float = 2.0  # at most this long between two sampled frames
-    scene_threshold: float = 0.25  # mean abs difference (0..1) of the grey signature
+    scene_threshold: float = 0.1  # mean abs difference (0..1) of the grey signature
     min_gap_s: float = 0.5  # no two samples closer than this
     max_frames: int = 120  # per video; longer videos widen the interval instead
     max_seconds: float = 3 * 3600

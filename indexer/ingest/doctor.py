@@ -52,7 +52,17 @@ def formats() -> dict[str, str | None]:
         import pillow_heif  # type: ignore[import-not-found]
 
         heif = f"pillow-heif {pillow_heif.__version__}"
-    return {"HEIF": heif, "RAW": raw_support()}
+    return {"HEIF": heif, "RAW": raw_support(), "video": _video_support()}
+
+
+def _video_support() -> str | None:
+    """``"PyAV X (decoders ...)"`` when videos can be decoded here, else None."""
+    try:
+        import av
+    except ImportError:
+        return None
+    have = [c for c in ("h264", "hevc", "vp9", "libdav1d", "mpeg4") if c in av.codecs_available]
+    return f"PyAV {av.__version__} (decoders {', '.join(have)})"
 
 
 def _decoded(cfg: Config, paths: list[Path], draft: int | None) -> list:

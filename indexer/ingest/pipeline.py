@@ -32,7 +32,16 @@ from indexer.embed.images import (
     thumbnail_source,
     write_thumbnail,
 )
-from indexer.ingest.scan import FileEntry, check_roots, walk, with_raw_twins
+from indexer.embed.video import is_video
+from indexer.ingest.scan import (
+    FileEntry,
+    check_roots,
+    offline_roots,
+    under_any,
+    walk,
+    with_raw_twins,
+)
+from indexer.ingest.videos import VideoIngest
 from indexer.store import STATUS_ERROR, STATUS_OK, Changes, IndexStore
 
 
@@ -80,6 +89,7 @@ class _Result:
     tensor: object = None
     meta: dict = field(default_factory=dict)
     error: str | None = None
+    frames: list | None = None  # a video's sampled frames (``tensor``: one per frame)
 
 
 def _targets(
@@ -98,33 +108,6 @@ def _targets(
             raise PathOutsideRootsError(f"{p} is not inside any library root (library.roots)")
         out.append((ap, root))  # a path that no longer exists: its rows are swept
     return out
-
-
-def _under(path: bytes, prefixes: list[bytes]) -> bool:
-    return any(path == p or path.startswith(p.rstrip(b"/") + b"/") for p in prefixes)
-
-
-def _under_any(prefixes: list[bytes]):
-    """A fast ``_under(path, prefixes)`` for many prefixes (watch batches pass hundreds):
-    looks up the path and each of its parent folders in a set, O(depth) per path."""
-    heads = {p.rstrip(b"/") for p in prefixes}
-    if b"" in heads:
-        return lambda path: True
-
-    def match(path: bytes) -> bool:
-        while path:
-            if path in heads:
-                return True
-            cut = path.rfind(b"/")
-            path = path[:cut] if cut > 0 else b""
-        return False
-
-    return match
-
-
-def offline_roots(cfg: Config) -> list[bytes]:
-    """Configured roots that are not there (an unplugged drive): their rows are never swept."""
-    return [os.fsencode(os.path.abspath(r)) for r in cfg.roots if not os.path.isdir(r)]
 
 
 class Indexer:
@@ -157,6 +140,8 @@ class Indexer:
 
     def _process(self, work: _Work, allow_known: bool = True) -> _Result:
         """Worker thread: read, hash, and (when the content is new) decode and preprocess."""
+        if is_video(work.entry.path):
+            return self._videos.process(work, allow_known)
         self._model_idle.wait()  # taking turns with the model (see encoder.ThreadPlan)
         try:
             data = read_file(work.entry.path)
@@ -166,9 +151,11 @@ class Indexer:
             if allow_known and self._known.get(digest):
                 return _Result(work, "known", digest)
             dec = decode(
-                data, self.cfg.library.max_pixels,
+                data,
+                self.cfg.library.max_pixels,
                 self.draft if self.cfg.index.jpeg_draft and self.jpeg_draft else None,
-                name=work.entry.path, min_preview=self.draft,  # RAW: a preview this large
+                name=work.entry.path,
+                min_preview=self.draft,  # RAW: a preview this large
             )
             del data
             prepare = getattr(self.encoder, "prepare", None)
@@ -214,7 +201,7 @@ class Indexer:
         unlisted = [os.fsencode(u) for u in found.unlisted]
         # A full run also sweeps rows of roots no longer configured (not in a shared store:
         # other machines' roots); a partial run only its paths.
-        in_targets, everything = _under_any(prefixes), not paths and self.sweep_unconfigured
+        in_targets, everything = under_any(prefixes), not paths and self.sweep_unconfigured
         rows = {r[1]: r for r in self.store.rows_for_scan() if everything or in_targets(r[1])}
         self._known: dict[str, list[int]] = {}
         changes, work = Changes.empty(), []
@@ -231,13 +218,16 @@ class Indexer:
                                   bool(row and row[4] == STATUS_OK)))  # fmt: skip
         # Rows whose file vanished (excluding unlistable folders): move candidates, then swept.
         # Rows of offline roots (unplugged drive) are neither move candidates nor swept.
-        kept = _under_any(unlisted + offline_roots(self.cfg))
+        kept = under_any(unlisted + offline_roots(self.cfg))
         self._missing = {r[0]: r for k, r in rows.items() if not kept(k)}
         self._flush(changes, rep)  # stat-level errors first: their rows lose their vectors
         self._known = self.store.hashes_with_vectors()
-        self._encode_all(work, rep, progress)
+        self._videos = VideoIngest(self)
+        self._encode_all([w for w in work if not is_video(w.entry.path)], rep, progress)
+        if not self.stopped:
+            self._videos.run([w for w in work if is_video(w.entry.path)], rep, progress)
         if self._missing and not self.stopped:
-            gone = _under_any(offline_roots(self.cfg))  # a drive unplugged during the run
+            gone = under_any(offline_roots(self.cfg))  # a drive unplugged during the run
             changes = Changes.empty()
             changes.deletes = sorted(i for i, r in self._missing.items() if not gone(r[1]))
             rep.removed = len(changes.deletes)
@@ -342,13 +332,17 @@ class Indexer:
     def _copy_meta(self, row: dict, src: int) -> None:
         rec = self.store.records([src]).get(src)
         if rec is not None:
-            row.update(width=rec.width, height=rec.height, taken_at=rec.taken_at, camera=rec.camera)
+            row.update(width=rec.width, height=rec.height, taken_at=rec.taken_at,
+                       camera=rec.camera, duration_ms=rec.duration_ms)  # fmt: skip
 
     def _encode(self, batch: list[_Result]) -> np.ndarray:
+        return self._encode_tensors([r.tensor for r in batch])
+
+    def _encode_tensors(self, tensors: list) -> np.ndarray:
         if self._plan.take_turns:
             self._model_idle.clear()
         try:
-            return self.encoder.encode_images([r.tensor for r in batch])
+            return self.encoder.encode_images(tensors)
         finally:
             self._model_idle.set()
 
@@ -394,6 +388,5 @@ class Indexer:
     def _error_row(self, e: FileEntry, row_id: int | None, digest: str | None, reason: str) -> dict:
         row = self._row(e, row_id, digest)
         row.update(status=STATUS_ERROR, error=reason, width=None, height=None, taken_at=None,
-                   camera=None)  # fmt: skip
+                   camera=None, duration_ms=None)  # fmt: skip
         return row
-

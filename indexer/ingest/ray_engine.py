@@ -168,9 +168,10 @@ class RayIndexer(Indexer):
 
     def _process(self, work: _Work, allow_known: bool = True) -> _Result:
         # Only the rare fallback of _handle (a copy whose source vanished mid-run) runs here,
-        # on the driver: encode at once so every batch result carries its vector.
+        # on the driver: encode at once so every batch result carries its vector. Videos
+        # are indexed on the driver after the photos (indexer.ingest.videos), one at a time.
         res = super()._process(work, allow_known)
-        if res.kind == "encode":
+        if res.kind == "encode" and res.frames is None:
             res.tensor = self.encoder.encode_images([res.tensor])[0]
         return res
 

@@ -140,8 +140,10 @@ def walk(
         start_s = os.fspath(start)
         if not os.path.isdir(start_s):
             folder, name = os.path.split(start_s)
-            if skip_twins and is_raw_name(name) and _has_jpeg_twin(
-                name, _folder_names(folder, listings), exts
+            if (
+                skip_twins
+                and is_raw_name(name)
+                and _has_jpeg_twin(name, _folder_names(folder, listings), exts)
             ):
                 continue
             if os.path.lexists(start_s) and start_s not in seen_files:
@@ -196,3 +198,26 @@ def iter_paths(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
     """Absolute, normalised string forms of user-given paths."""
     for p in paths:
         yield os.path.abspath(os.fspath(p))
+
+
+def under_any(prefixes: list[bytes]):
+    """A test whether a path is one of ``prefixes`` or under one, fast for many prefixes
+    (watch batches pass hundreds): a set lookup of the path and each parent, O(depth)."""
+    heads = {p.rstrip(b"/") for p in prefixes}
+    if b"" in heads:
+        return lambda path: True
+
+    def match(path: bytes) -> bool:
+        while path:
+            if path in heads:
+                return True
+            cut = path.rfind(b"/")
+            path = path[:cut] if cut > 0 else b""
+        return False
+
+    return match
+
+
+def offline_roots(cfg: Config) -> list[bytes]:
+    """Configured roots that are not there (an unplugged drive): their rows are never swept."""
+    return [os.fsencode(os.path.abspath(r)) for r in cfg.roots if not os.path.isdir(r)]

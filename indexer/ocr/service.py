@@ -53,6 +53,8 @@ class OcrReader:
         """The text of ``rec``'s file; a bad file or an engine failure becomes an error row."""
         t0 = time.perf_counter()
         name = self.engine.name
+        if rec.is_video:  # videos are searched by their frames' vectors, not read
+            return ImageText(rec.id, "", "none (video)", seconds=0.0)
         try:
             image = decode(read_file(rec.path), self.cfg.library.max_pixels).image
             scale = min(1.0, self.oc.max_side / max(image.size))

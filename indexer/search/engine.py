@@ -18,7 +18,7 @@ import numpy as np
 
 from indexer.embed.encoder import Encoder
 from indexer.embed.images import BadImage, decode, read_file
-from indexer.search import feedback, ranking, textmatch
+from indexer.search import feedback, moments, ranking, textmatch
 from indexer.search import parse as query_mod
 from indexer.store import IndexStore, ModelMismatchError, Record, TagView
 
@@ -38,6 +38,7 @@ class SearchHit:
     score: float
     record: Record
     text: str | None = None  # the matched recognised text (a query with text: terms)
+    moments: list[tuple[int, float]] | None = None  # a video's best frames: (t_ms, score)
 
     @property
     def path(self) -> str:
@@ -49,7 +50,10 @@ class SearchHit:
             "id": self.id, "path": r.path, "score": round(float(self.score), 6), "root": r.root,
             "width": r.width, "height": r.height, "taken_at": r.taken_at, "camera": r.camera,
             "size": r.size, "content_hash": r.content_hash,
-        } | ({"text": self.text} if self.text is not None else {})  # fmt: skip
+        } | ({"text": self.text} if self.text is not None else {}) | (
+            {"duration_ms": r.duration_ms, "moments": [
+                {"t": round(t / 1000, 3), "score": round(s, 6)} for t, s in self.moments or []]}
+            if r.is_video else {})  # fmt: skip
 
 
 @dataclass
@@ -255,7 +259,9 @@ class SearchEngine:
         candidates = state.count if allowed is None else int(allowed.size)
         scores, ids = store.search_vectors(qvec, k + _EXTRA, allowed_ids=allowed)
         keep = ids >= 0
-        scores, ids = scores[keep], ids[keep]
+        scores, ids, found_moments = moments.merge(
+            store, qvec, scores[keep], ids[keep], k + _EXTRA, allowed
+        )
         records = store.records(ids.tolist())
         present = np.fromiter((i in records for i in ids.tolist()), dtype=bool, count=len(ids))
         scores, ids = scores[present][:k], ids[present][:k]
@@ -272,6 +278,9 @@ class SearchEngine:
             SearchHit(int(i), float(s), records[int(i)], found and found.snippet(int(i)))
             for s, i in zip(scores, ids, strict=True)
         ]
+        for hit in hits:
+            if hit.record.is_video:
+                hit.moments = found_moments.get(hit.id) or moments.of_video(store, hit.id, qvec)
         return SearchResults(hits, candidates, cutoff, described)
 
     def _text_only(self, store: IndexStore, found: textmatch.TextFilter, allowed: np.ndarray,

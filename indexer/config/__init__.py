@@ -12,15 +12,13 @@ Lookup order for the file: the explicit ``--config`` path, else ``$CLIPSEARCH_CO
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
+
+from indexer.config.build import ConfigError, _build
 
 CONFIG_ENV = "CLIPSEARCH_CONFIG"
 WEIGHTS_ENV = "CLIPSEARCH_WEIGHTS"
@@ -30,13 +28,12 @@ INDEX_KINDS = ("auto", "flat", "ivf", "ivf-sq8", "hnsw")
 
 DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
 HEIF_EXTENSIONS = [".heic", ".heif"]
-RAW_EXTENSIONS = (".dng .cr2 .cr3 .crw .nef .nrw .arw .srf .sr2 .raf .orf .rw2 .pef .srw .x3f .3fr "
-                  ".iiq .erf .kdc .dcr .mrw .rwl .mos .mef .raw").split()  # camera RAW: rawpy
+RAW_EXTENSIONS = (
+    ".dng .cr2 .cr3 .crw .nef .nrw .arw .srf .sr2 .raf .orf .rw2 .pef .srw .x3f .3fr "
+    ".iiq .erf .kdc .dcr .mrw .rwl .mos .mef .raw"
+).split()  # camera RAW: rawpy
+VIDEO_EXTENSIONS = [".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"]  # PyAV (indexer.embed.video)
 RAW_WITH_JPEG = ("skip", "index")  # library.raw_with_jpeg: a RAW beside a same-named JPEG
-
-
-class ConfigError(ValueError):
-    """The configuration file is missing, unreadable or invalid."""
 
 
 @dataclass
@@ -56,7 +53,7 @@ class LibraryConfig:
     """Which photos are indexed."""
 
     roots: list[str] = field(default_factory=lambda: ["data/samples"])
-    extensions: list[str] = field(default_factory=lambda: [*DEFAULT_EXTENSIONS, *HEIF_EXTENSIONS, *RAW_EXTENSIONS])  # fmt: skip
+    extensions: list[str] = field(default_factory=lambda: [*DEFAULT_EXTENSIONS, *HEIF_EXTENSIONS, *RAW_EXTENSIONS, *VIDEO_EXTENSIONS])  # fmt: skip
     max_pixels: int = 150_000_000
     follow_symlinks: bool = True
     raw_with_jpeg: str = "skip"  # skip | index (RAW_WITH_JPEG)
@@ -197,6 +194,7 @@ class TagsConfig:
 @dataclass
 class OCRConfig:
     """Text in images, read after the vectors are committed (``text:`` queries; ``indexer/ocr/``)."""
+
     enabled: bool = False
     engine: str = "auto"
     languages: str = "eng"  # Tesseract's -l (eng+deu)
@@ -204,6 +202,22 @@ class OCRConfig:
     min_confidence: float = 0.5
     max_side: int = 2048  # larger images are scaled down to this long side first
     batch_size: int = 16  # images read per committed batch
+
+
+@dataclass
+class VideoConfig:
+    """Videos: frames sampled at scene changes and at least every ``interval_s`` (``indexer/embed/video.py``)."""
+
+    interval_s: float = 2.0
+    scene_threshold: float = 0.1  # mean grey difference (0-1) from the last frame taken
+    max_frames: int = 120  # per video (a longer one is sampled more sparsely)
+    max_seconds: float = 3 * 3600.0  # longer videos are recorded as errors
+    max_mb: int = 8192
+    keyframes_only: bool = False  # decode keyframes only: faster, sparser
+
+    def __post_init__(self) -> None:
+        if not (0.1 <= self.interval_s <= 3600 and 0 < self.scene_threshold <= 1 and min(self.max_frames, self.max_seconds, self.max_mb) >= 1):  # fmt: skip
+            raise ConfigError("video: expected interval_s 0.1 to 3600, scene_threshold in (0, 1], max_frames, max_seconds and max_mb at least 1")  # fmt: skip
 
 
 @dataclass
@@ -218,6 +232,7 @@ class Config:
     ui: UIConfig = field(default_factory=UIConfig)
     tags: TagsConfig = field(default_factory=TagsConfig)
     ocr: OCRConfig = field(default_factory=OCRConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property
@@ -229,23 +244,29 @@ class Config:
         """An absolute path for ``p`` (``~`` expanded, relative to :attr:`base_dir`)."""
         path = Path(os.path.expanduser(os.fspath(p)))
         return path if path.is_absolute() else self.base_dir / path
+
     @property
     def index_dir(self) -> Path:
         return self.resolve(self.index.dir)
+
     @property
     def database_url(self) -> str | None:
         """PostgreSQL for writers: $CLIPSEARCH_DATABASE, else ``index.database`` (None: SQLite)."""
         return os.environ.get(DATABASE_ENV) or self.index.database or None
+
     @property
     def read_database_url(self) -> str | None:
         """For readers: $CLIPSEARCH_READ_DATABASE, else ``index.read_database``, else the above."""
         return os.environ.get(READ_DATABASE_ENV) or self.index.read_database or self.database_url
+
     @property
     def thumbs_dir(self) -> Path:
         return self.resolve(self.index.thumbs_dir or self.index_dir / "thumbs")
+
     @property
     def roots(self) -> list[Path]:
         return [self.resolve(r) for r in self.library.roots]
+
     @property
     def weights_path(self) -> Path | None:
         """The local checkpoint to load: $CLIPSEARCH_WEIGHTS, else model.weights, else None."""
@@ -253,75 +274,10 @@ class Config:
         if env:
             return Path(os.path.expanduser(env)).absolute()
         return self.resolve(self.model.weights) if self.model.weights else None
+
     @property
     def cache_dir(self) -> Path | None:
         return self.resolve(self.model.cache_dir) if self.model.cache_dir else None
-
-
-def _type_name(tp: Any) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    return names.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it (ints accepted for floats)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if isinstance(value, str) or not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp in (bool, str):
-        if not isinstance(value, tp):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    raise ConfigError(f"{where}: unsupported setting type {_type_name(tp)}")  # pragma: no cover
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping of settings, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    kwargs = {}
-    for key, value in data.items():
-        name = f"{where}.{key}" if where else str(key)
-        if key not in fields:
-            kind = "key" if where else "section"
-            known = ", ".join(fields) or "(none yet)"
-            raise ConfigError(f"unknown config {kind} '{name}' (known: {known})")
-        kwargs[key] = _coerce(value, hints[key], name)
-    return cls(**kwargs)
 
 
 def _validate(cfg: Config) -> None:
@@ -357,7 +313,9 @@ def _validate(cfg: Config) -> None:
             raise bad(key, "must be at least 1")
     if not cfg.library.roots:
         raise bad("library.roots", "list at least one folder")
-    cfg.library.extensions = [(e if e.startswith(".") else "." + e).lower() for e in cfg.library.extensions]
+    cfg.library.extensions = [
+        (e if e.startswith(".") else "." + e).lower() for e in cfg.library.extensions
+    ]
 
 
 def config_from_dict(data: dict | None, source: Path | None = None) -> Config:

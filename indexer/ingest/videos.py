@@ -10,16 +10,14 @@ pipeline's queues. Moves, copies and unchanged content are decided exactly as fo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from indexer.config import Config
 from indexer.embed.images import BadImage, moment_thumbnail, thumbnail_file, write_thumbnail
-from indexer.store import Changes
-
-if TYPE_CHECKING:
-    from indexer.ingest.pipeline import Indexer, IndexReport, _Result, _Work
+from indexer.ingest.work import IndexReport, _Result, _Work
+from indexer.store import STATUS_OK, Changes
 
 
 def limits(cfg: Config):  # noqa: ANN201 - indexer.embed.video.VideoLimits (imported lazily)
@@ -37,14 +35,13 @@ class VideoIngest:
     """The video half of :class:`~indexer.ingest.pipeline.Indexer` (it holds the store,
     encoder and report; this decides, samples, encodes and commits each video)."""
 
-    def __init__(self, indexer: Indexer) -> None:
+    def __init__(self, indexer: Any) -> None:  # the pipeline's Indexer (it imports this)
         self.ix = indexer
         self.limits = limits(indexer.cfg)
 
     def process(self, work: _Work, allow_known: bool = True) -> _Result:
         """Hash the file (streamed) and, when its content is new, sample and prepare frames."""
         from indexer.embed.video import decode_video, file_digest
-        from indexer.ingest.pipeline import _Result
 
         ix = self.ix
         try:
@@ -98,8 +95,6 @@ class VideoIngest:
 
     def _row(self, res: _Result) -> dict:
         """The upsert of one sampled video: its frames encoded, the summary vector, thumbnails."""
-        from indexer.store import STATUS_OK
-
         ix = self.ix
         bs = ix._plan.batch_size
         parts = [ix._encode_tensors(res.tensor[i : i + bs]) for i in range(0, len(res.tensor), bs)]

@@ -18,7 +18,8 @@ from .indexer_helpers import REPO, cli_env, copy_images, run_cli, version_dir, w
 RESULT_KEYS = {"rank", "id", "path", "score", "root", "width", "height", "taken_at", "camera",
                "size", "content_hash", "thumbnail"}  # fmt: skip
 STATUS_KEYS = {"index_dir", "version", "model", "images", "indexed", "errors", "vectors", "faiss",
-               "generation", "roots", "error_files", "watch", "fast_paths", "database", "ocr"}  # fmt: skip
+               "generation", "roots", "error_files", "watch", "fast_paths", "database", "ocr",
+               "videos"}  # fmt: skip
 REPORT_KEYS = {"scanned", "unchanged", "added", "updated", "touched", "moved", "copied", "errors",
                "removed", "encoded", "unreachable", "seconds", "images_per_second",
                "unlisted_folders", "concepts_lost"}  # fmt: skip
@@ -67,7 +68,7 @@ def test_index_search_status_json(library):
 
     status = json.loads(run_cli(["status", "--json"], cfg).stdout)
     assert status["ocr"] == {"enabled": False, "read": 0, "with_text": 0, "errors": 0, "pending": 12}
-    assert set(status) == STATUS_KEYS
+    assert set(status) == STATUS_KEYS and status["videos"] == {"videos": 0, "frames": 0}
     assert set(status["fast_paths"]) == {"runtime", "model", "image_pipeline"}
     assert status["indexed"] == status["vectors"] == status["faiss"]["count"] == 12
     assert status["model"]["embed_dim"] == 64 and len(status["model"]["checkpoint_sha256"]) == 64

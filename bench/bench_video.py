@@ -97,7 +97,7 @@ def bench_index(n: int, seconds: int, size: tuple[int, int], fps: int, gop: int)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         wall = time.perf_counter() - t0
-        status = subprocess.run(cmd[:4] + ["status", "--json"], capture_output=True, text=True,
+        status = subprocess.run(cmd[:5] + ["status", "--json"], capture_output=True, text=True,
                                 check=True)  # fmt: skip
         runs.append({"wall": wall, "report": json.loads(proc.stdout),
                      "frames": json.loads(status.stdout)["videos"]["frames"]})  # fmt: skip

@@ -16,6 +16,7 @@ from indexer.config import Config
 from indexer.embed.encoder import ClipEncoder, EncoderUnavailableError, model_source
 from indexer.embed.images import BadImage, decode, draft_target, read_file, setup_codecs
 from indexer.embed.raw import raw_support
+from indexer.embed.video import is_video
 from indexer.ingest.scan import walk
 
 
@@ -36,11 +37,12 @@ class DoctorRow:
 
 
 def sample_photos(cfg: Config, n: int) -> list[Path]:
-    """Up to ``n`` photos spread evenly over the library roots (sorted walk, fixed stride)."""
+    """Up to ``n`` photos (videos left out) spread evenly over the library roots (sorted
+    walk, fixed stride)."""
     roots = [r for r in cfg.roots if r.is_dir()]
     found = walk([(r, r) for r in roots], cfg.library.extensions, cfg.library.follow_symlinks,
                  raw_with_jpeg=cfg.library.raw_with_jpeg)  # fmt: skip
-    files = [e.path for e in found.entries]
+    files = [e.path for e in found.entries if not is_video(e.path)]
     step = max(1, len(files) // max(n, 1))
     return [Path(p) for p in files[::step][:n]]
 

@@ -89,7 +89,7 @@ def test_a_video_plays_from_the_moment_a_photo_finds(tmp_path, coco_images):
             assert "0:04" in label or "0:05" in label, label  # the best moment, in its scene
             body = page.inner_text("body")
             assert "holiday.webm" in body and "Video 0:10 · at 0:0" in body, body
-            _shoot(page, tmp_path, "video-results", publish=False)
+            _shoot(page, tmp_path, "video-results")
             play.click()
             page.get_by_role("button", name="Back to results").wait_for()
             video = page.locator("video")
@@ -108,7 +108,7 @@ def test_a_video_plays_from_the_moment_a_photo_finds(tmp_path, coco_images):
             )  # it really plays
             body = page.inner_text("body")
             assert "Playing from 0:0" in body and "video" in body
-            _shoot(page, tmp_path, "video-detail", publish=False)
+            _shoot(page, tmp_path, "video-detail")
             # a frame button jumps elsewhere in the video
             page.get_by_role("button", name="0:08", exact=True).first.click()
             page.wait_for_function(

@@ -95,6 +95,8 @@ def test_videos_index_and_their_moments_are_found(tmp_path, coco_images, tiny_ch
                 t = hit.moments[0][0]
                 assert j * SCENE_MS - 1000 <= t <= (j + 1) * SCENE_MS + 1000, (name, j, hit.moments)
                 assert abs(hit.score - hit.moments[0][1]) < 1e-6  # it ranked by that frame
+                print(f"{name} scene {j} ({j * SCENE_MS / 1000:.0f}-{(j + 1) * SCENE_MS / 1000:.0f} s): "
+                      f"first, at {t / 1000:.1f} s, score {hit.score:.4f}")  # fmt: skip
                 doc = hit.to_dict()
                 assert abs(doc["duration_ms"] - 5 * SCENE_MS) <= 200 and doc["moments"]
                 frame = reader.thumbnail_path(hit.record, t)

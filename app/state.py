@@ -190,6 +190,19 @@ def display_image(path: str, mtime_ns: int, size: int, max_pixels: int) -> bytes
     return buf.getvalue()
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def video_frame(path: str, mtime_ns: int, t_ms: int) -> bytes:
+    """The frame a video (already validated) shows at ``t_ms``, as JPEG bytes.
+
+    Raises indexer.embed.images.BadImage with the reason when it cannot be decoded.
+    """
+    from indexer.embed.video import frame_at
+
+    buf = io.BytesIO()
+    frame_at(path, t_ms, max_side=DETAIL_MAX_SIDE).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
 def file_stamp(path: str | Path) -> tuple[int, int]:
     """(mtime_ns, size) of a file, for cache keys; (0, 0) when it cannot be stat'ed."""
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from indexer.config import ConfigError, config_from_dict
 from indexer.ingest.pipeline import Indexer
@@ -113,6 +114,13 @@ def test_ray_index_equals_local_index(tmp_path, coco_images, tiny_checkpoint, pg
     statuses, error reasons and (cosine >= 0.9999) vectors as the local pipeline's."""
     assert len(coco_images) >= 200
     root = library(tmp_path, coco_images, 220)
+    from tests.videos import make_video  # a video too: indexed on the driver after the photos
+
+    frames = []
+    for src in coco_images[230:233]:
+        with Image.open(src) as img:
+            frames.append(img.convert("RGB"))
+    make_video(root / "clip.webm", frames, codec="libvpx-vp9")
     local_db, ray_db = pg_server.create_database("local"), pg_server.create_database("ray")
     local_cfg = write_config(tmp_path / "local.yaml", [root], tmp_path / "idx-local",
                              tiny_checkpoint, local_db)  # fmt: skip
@@ -122,9 +130,10 @@ def test_ray_index_equals_local_index(tmp_path, coco_images, tiny_checkpoint, pg
     got = run_ray(ray_cfg)
     for key in ("scanned", "added", "errors", "encoded", "copied", "moved"):
         assert got[key] == want[key], key
-    assert got["added"] == 221 and got["errors"] == 2 and got["unreachable"] == 0
+    assert got["added"] == 222 and got["errors"] == 2 and got["unreachable"] == 0
     a, b = pg_state(local_db), pg_state(ray_db)
-    assert set(a["ok"]) == set(b["ok"]) and len(b["ok"]) == 221
+    assert set(a["ok"]) == set(b["ok"]) and len(b["ok"]) == 222
+    assert os.fspath(root / "clip.webm") in b["ok"]
     assert a["errors"] == b["errors"] and len(b["errors"]) == 2
     va, vb = by_path(a), by_path(b)
     cos = [float(va[p] @ vb[p] / np.linalg.norm(va[p]) / np.linalg.norm(vb[p])) for p in va]

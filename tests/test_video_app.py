@@ -28,6 +28,7 @@ from tests.test_app_browser import (
 pytest.importorskip("av", reason="video tests need PyAV (pip install -e '.[video]')")
 from tests.videos import make_video  # noqa: E402 - after the skip: it needs PyAV
 
+pytest_plugins = ["tests.test_app_support"]  # its fixtures: app_config_env
 pytestmark = pytest.mark.timeout(240)
 SCENE_S = 2
 
@@ -123,3 +124,29 @@ def test_a_video_plays_from_the_moment_a_photo_finds(tmp_path, coco_images):
         except subprocess.TimeoutExpired:
             os.killpg(ui.pid, signal.SIGKILL)
         log.close()
+
+
+def test_a_video_too_large_to_play_shows_its_frame(tmp_path, coco_images, tiny_checkpoint,
+                                                   app_config_env, monkeypatch):  # fmt: skip
+    """Over the size Streamlit would load into memory, the detail view shows the frame at the
+    moment (decoded from the file) and the path to open instead of a player (AppTest)."""
+    from app.views import detail
+
+    from .test_app_page import no_traceback, page, texts
+
+    scenes = [ImageOps.fit(Image.open(p).convert("RGB"), (640, 480)) for p in coco_images[20:23]]
+    make_video(tmp_path / "photos" / "clip.mp4", scenes, seconds_each=SCENE_S)
+    config = write_config(tmp_path / "c.yaml", [tmp_path / "photos"], tmp_path / "idx",
+                          tiny_checkpoint)  # fmt: skip
+    proc = run_cli(["index", "--no-progress"], config)
+    assert proc.returncode == 0, proc.stderr
+    at = page(config, app_config_env, {"id": "1", "t": "2000"})
+    no_traceback(at)
+    assert "Playing from 0:02 of 0:06" in texts(at)  # small: it plays
+    thumbs = len(at.image)  # the sampled frames' thumbnails
+    assert thumbs >= 3
+    monkeypatch.setattr(detail, "_PLAYABLE_BYTES", 1)
+    at = page(config, app_config_env, {"id": "1", "t": "2000"})
+    no_traceback(at)
+    assert "too large to play here" in texts(at) and "at 0:02" in texts(at), texts(at)
+    assert len(at.image) == thumbs + 1 and all(i.proto.imgs[0].url for i in at.image)

@@ -73,7 +73,9 @@ def _video(lib, rec, real, right) -> None:  # noqa: ANN001
         mime = _MIME.get(os.path.splitext(rec.path)[1].lower(), "video/mp4")
         st.video(os.fspath(real), format=mime, start_time=start // 1000)
         st.caption(f"Playing from {service.clock(start)} of {service.clock(rec.duration_ms)}")
-    else:
+    else:  # the frame at that moment, decoded from the file
+        mtime, _ = state.file_stamp(real)
+        st.image(state.video_frame(os.fspath(real), mtime, start), width="stretch")
         st.info(f"This video ({service.human_size(rec.size)}) is too large to play here: "
                 f"open {rec.path} at {service.clock(start)}.")  # fmt: skip
     times, _ = lib.store.frames(rec.id)

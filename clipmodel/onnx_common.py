@@ -20,6 +20,9 @@ __all__ = ["EXPORT_VERSION", "QUANTIZATIONS", "OnnxUnavailableError", "code_vers
 EXPORT_VERSION = 3  # bump when the exported graphs change, to invalidate cached files
 QUANTIZATIONS = ("int8", "int8-mild", "int8-dynamic", "fp32")
 _REQUIRED = ("onnxruntime", "onnx", "onnxscript")
+EXTERNAL_MIN_BYTES = 32 << 20  # an optimized graph's tables this large are memory-mapped
+_EXTERNAL_FILE = "session.optimized_model_external_initializers_file_name"
+_EXTERNAL_MIN = "session.optimized_model_external_initializers_min_size_in_bytes"
 
 
 class OnnxUnavailableError(RuntimeError):
@@ -73,6 +76,16 @@ def _spinning_default() -> bool:
     return os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
 
 
+def _configure(opts: Any, threads: int, spinning: bool) -> None:
+    import onnxruntime as ort
+
+    opts.intra_op_num_threads = max(1, threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning worker threads take the CPU that image-decoding threads need.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+
+
 def session(path: Path, threads: int, spinning: bool | None, optimized: Path | None = None) -> Any:
     """An ONNX Runtime CPU session of ``path`` on ``threads`` threads.
 
@@ -84,27 +97,37 @@ def session(path: Path, threads: int, spinning: bool | None, optimized: Path | N
     if spinning is None:
         spinning = _spinning_default()
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Spinning worker threads take the CPU that image-decoding threads need.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    _configure(opts, threads, spinning)
     providers = ["CPUExecutionProvider"]
     if optimized is None:
         return ort.InferenceSession(os.fspath(path), opts, providers=providers)
     if optimized.is_file():
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        return ort.InferenceSession(os.fspath(optimized), opts, providers=providers)
+        plain = ort.SessionOptions()
+        _configure(plain, threads, spinning)
+        plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            return ort.InferenceSession(os.fspath(optimized), plain, providers=providers)
+        except Exception as exc:  # e.g. its table file gone: made again from the export
+            if type(exc).__module__.split(".")[0] != "onnxruntime":
+                raise
+            optimized.unlink(missing_ok=True)
     tmp = optimized.with_name(f".{optimized.name}.{os.getpid()}.tmp")
+    data = optimized.with_name(f"{optimized.stem}.{os.getpid()}.data")
     try:
         optimized.parent.mkdir(parents=True, exist_ok=True)
         opts.optimized_model_filepath = os.fspath(tmp)
+        # The large tables (a text tower's token embedding: 101 MB at ViT-B/32) go to a file
+        # of their own, which ONNX Runtime memory-maps on load: a query then reads only the
+        # rows of its tokens (load 0.37 -> 0.12 s, peak memory 293 -> 115 MB at ViT-B/32).
+        opts.add_session_config_entry(_EXTERNAL_FILE, data.name)
+        opts.add_session_config_entry(_EXTERNAL_MIN, str(EXTERNAL_MIN_BYTES))
         opts.log_severity_level = 3  # not the warning that the file is for this machine: it is
         sess = ort.InferenceSession(os.fspath(path), opts, providers=providers)
         os.replace(tmp, optimized)
         return sess
     except OSError:  # a read-only cache: the graph is optimized again on each load
         tmp.unlink(missing_ok=True)
+        data.unlink(missing_ok=True)
         opts.optimized_model_filepath = ""
         return ort.InferenceSession(os.fspath(path), opts, providers=providers)
 

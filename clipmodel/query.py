@@ -229,7 +229,7 @@ class QueryModel:
         """A session of an exported graph, from its optimized form kept beside the manifest
         (made by the first load; named after the export and the ONNX Runtime version)."""
         version = self.doc["tools"]["onnxruntime"]
-        opt = Path(self.doc["manifest"]).with_name(f"{Path(graph).stem}-ort{version}.opt.onnx")
+        opt = Path(self.doc["manifest"]).with_name(f"{Path(graph).stem}-ort{version}.mmap.onnx")
         return session(Path(graph), self._threads, None, opt)
 
     @property

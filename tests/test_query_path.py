@@ -87,6 +87,34 @@ def test_torch_free_queries_match_the_full_model(library):
     np.testing.assert_allclose(enc.encode_texts(batch), full.encode_texts(batch), atol=2e-5)
 
 
+def test_the_token_table_is_memory_mapped_and_made_again_when_lost(library, monkeypatch):
+    """The optimized text graph keeps its large tables (the token embedding) in a file of
+    their own that ONNX Runtime maps: the same numbers, and a lost table file is made again."""
+    import onnx
+
+    import clipmodel.onnx_common as onnx_common
+
+    monkeypatch.setattr(onnx_common, "EXTERNAL_MIN_BYTES", 1 << 20)  # the tiny model's table
+    folder = library["cache"] / "query"
+    for old in [*folder.glob("*.mmap.onnx"), *folder.glob("*.data")]:
+        old.unlink()
+    first = _query_model(library)  # optimizes the export and writes the mapped form
+    ref = first.encode_texts(TEXTS)
+    (table,) = folder.glob("*-text-*.data")
+    (graph,) = folder.glob("*-text-*.mmap.onnx")
+    inits = onnx.load(os.fspath(graph), load_external_data=False).graph.initializer
+    external = {t.name for t in inits if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert any("token_embedding" in name for name in external), external
+    mapped = _query_model(library)  # loads the mapped form
+    assert os.fspath(table) in open("/proc/self/maps").read()
+    np.testing.assert_array_equal(mapped.encode_texts(TEXTS), ref)
+    del first, mapped
+    table.unlink()  # a damaged cache: the optimized form is made again from the export
+    again = _query_model(library)
+    np.testing.assert_array_equal(again.encode_texts(TEXTS), ref)
+    assert len(list(folder.glob("*-text-*.data"))) == 1
+
+
 def _cli(library, *args: str) -> tuple[dict, bool]:
     """``clipsearch search ARGS --json`` in a fresh process: (its JSON, torch imported?)."""
     code = ("import json, sys; from indexer.cli import main; rc = main(sys.argv[1:]); "

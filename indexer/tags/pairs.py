@@ -21,7 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 EXACT_MAX = 20_000  # up to this many vectors the exact search is the faster one
-DEFAULT_NPROBE = 4
+# Lists each vector probes. On the 1M benchmark library (100k real files: ~400 crops, flips and
+# re-encodings of each of 239 photos, dense families) the recall of the true pairs was 0.92
+# at 4, 0.997 at 6 and 0.9994 at 8 (59, 68, 88 s): 8 keeps a margin for denser libraries.
+DEFAULT_NPROBE = 8
 DEFAULT_PROJ_DIM = 64
 LIST_SIZE = 256  # vectors per list (the in-list products are (nprobe * 256) x 256 x d)
 _QUERY_CHUNK = 4096  # rows per range search / product (bounds the result buffers)

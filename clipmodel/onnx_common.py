@@ -76,14 +76,16 @@ def _spinning_default() -> bool:
     return os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
 
 
-def _configure(opts: Any, threads: int, spinning: bool) -> None:
+def _options(threads: int, spinning: bool) -> Any:
     import onnxruntime as ort
 
+    opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, threads)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Spinning worker threads take the CPU that image-decoding threads need.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return opts
 
 
 def session(path: Path, threads: int, spinning: bool | None, optimized: Path | None = None) -> Any:
@@ -96,14 +98,12 @@ def session(path: Path, threads: int, spinning: bool | None, optimized: Path | N
 
     if spinning is None:
         spinning = _spinning_default()
-    opts = ort.SessionOptions()
-    _configure(opts, threads, spinning)
+    opts = _options(threads, spinning)
     providers = ["CPUExecutionProvider"]
     if optimized is None:
         return ort.InferenceSession(os.fspath(path), opts, providers=providers)
     if optimized.is_file():
-        plain = ort.SessionOptions()
-        _configure(plain, threads, spinning)
+        plain = _options(threads, spinning)
         plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             return ort.InferenceSession(os.fspath(optimized), plain, providers=providers)

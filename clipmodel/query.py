@@ -17,6 +17,7 @@ the caller loads the model the normal way, which exports, checks and records aga
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -230,6 +231,9 @@ class QueryModel:
         (made by the first load; named after the export and the ONNX Runtime version)."""
         version = self.doc["tools"]["onnxruntime"]
         opt = Path(self.doc["manifest"]).with_name(f"{Path(graph).stem}-ort{version}.mmap.onnx")
+        # the form earlier versions kept, its tables inside (140 MB at ViT-B/32): superseded
+        with contextlib.suppress(OSError):  # (a read-only cache keeps it)
+            opt.with_name(f"{Path(graph).stem}-ort{version}.opt.onnx").unlink(missing_ok=True)
         return session(Path(graph), self._threads, None, opt)
 
     @property

@@ -90,15 +90,24 @@ def test_torch_free_queries_match_the_full_model(library):
 def test_the_token_table_is_memory_mapped_and_made_again_when_lost(library, monkeypatch):
     """The optimized text graph keeps its large tables (the token embedding) in a file of
     their own that ONNX Runtime maps: the same numbers, and a lost table file is made again."""
+    from pathlib import Path
+
     import onnx
 
     import clipmodel.onnx_common as onnx_common
+    from clipmodel.query import manifest_path, source_path
 
     monkeypatch.setattr(onnx_common, "EXTERNAL_MIN_BYTES", 1 << 20)  # the tiny model's table
     folder = library["cache"] / "query"
     for old in [*folder.glob("*.mmap.onnx"), *folder.glob("*.data")]:
         old.unlink()
+    manifest = manifest_path(source_path(library["weights"]), "auto auto", library["cache"])
+    doc = json.loads(manifest.read_text())
+    name = f"{Path(doc['text']['file']).stem}-ort{doc['tools']['onnxruntime']}.opt.onnx"
+    superseded = folder / name  # the form earlier versions kept: removed
+    superseded.write_bytes(b"old")
     first = _query_model(library)  # optimizes the export and writes the mapped form
+    assert not superseded.exists()
     ref = first.encode_texts(TEXTS)
     (table,) = folder.glob("*-text-*.data")
     (graph,) = folder.glob("*-text-*.mmap.onnx")

@@ -16,7 +16,7 @@ test: venv
 	@scripts/test-deps.sh
 	$(PY) -m ruff check clipmodel indexer app tests bench
 	.venv/bin/lint-imports
-	$(PY) -m pytest -q -p no:cacheprovider --durations=20
+	$(PY) -m pytest -q -p no:cacheprovider --durations=20 -n 2 --dist loadfile
 
 test-slow: venv
 	$(PY) -m pytest -q -p no:cacheprovider -m slow -s

@@ -20,6 +20,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,11 +28,6 @@ from indexer.config import Config
 from indexer.embed.encoder import ClipEncoder, Encoder, thread_plan
 from indexer.embed.images import moment_thumbnail, remove_thumbnails, thumbnail_file
 from indexer.embed.query import reader_encoder
-from indexer.ingest.fastpaths import apply_check, check_pipeline, fast_paths_doc
-from indexer.ingest.pipeline import IndexReport
-from indexer.ingest.ray_engine import indexer_class
-from indexer.ingest.scan import check_roots
-from indexer.learn.apply import ConceptTagger, Hooks
 from indexer.learn.service import ConceptService
 from indexer.ocr.service import OcrService
 from indexer.search.albums import AlbumService
@@ -51,6 +47,9 @@ from indexer.tags.sync import TagReport
 from indexer.tags.vocabulary import TagList, Vocabulary
 from indexer.watch.status import read_status as read_watch_status
 from indexer.watch.status import watch_status
+
+if TYPE_CHECKING:  # writing (ingest) is imported where it runs: queries start faster
+    from indexer.ingest.pipeline import IndexReport
 
 THUMBS_NAME = "thumbs"
 FAST_PATHS_KEY = "fast_paths"  # store metadata: what the last run ran and what it measured
@@ -192,13 +191,14 @@ class Library:
         (offline) ones, instead of failing. ``stop()`` returning True ends the run early,
         after the current model batch (see :class:`indexer.ingest.pipeline.Indexer`).
         """
+        from indexer.ingest.scan import check_roots
+
         self._require_writer()
         if not skip_missing_roots:
             check_roots(self.cfg.roots)  # before the (slow) model load
         encoder = self.encoder()
         self.store.check_model(encoder.identity)
-        tagger = Hooks(self.tags.auto_tagger(encoder), ConceptTagger())
-        indexer = indexer_class(self.cfg)(self.store, encoder, self.cfg, self.thumb_dir, tagger)
+        indexer = self._indexer(self.store, encoder)
         indexer.skip_missing_roots, indexer.stop = skip_missing_roots, stop
         indexer.sweep_unconfigured = not self.location.shared  # others' roots are not ours
         indexer.jpeg_draft = self._check_fast_paths(encoder)
@@ -207,9 +207,18 @@ class Library:
             self.collect_thumbnails()
         return report
 
+    def _indexer(self, store: IndexStore, encoder: Encoder):  # noqa: ANN202 - an ingest Indexer
+        from indexer.ingest.ray_engine import indexer_class
+        from indexer.learn.apply import ConceptTagger, Hooks
+
+        tagger = Hooks(self.tags.auto_tagger(encoder), ConceptTagger())
+        return indexer_class(self.cfg)(store, encoder, self.cfg, self.thumb_dir, tagger)
+
     def _check_fast_paths(self, encoder: Encoder) -> bool:
         """Self-check the image pipeline's fast paths once per model (cached), record what
         runs in the store's metadata (``status``), and return whether JPEG drafts may run."""
+        from indexer.ingest.fastpaths import apply_check, check_pipeline, fast_paths_doc
+
         check = check_pipeline(encoder, self.cfg)
         doc = fast_paths_doc(encoder, check)
         if doc != self._fast_paths_recorded:
@@ -235,6 +244,8 @@ class Library:
             return self._reindex(progress)
 
     def _reindex(self, progress: bool) -> IndexReport:
+        from indexer.ingest.scan import check_roots
+
         check_roots(self.cfg.roots)
         encoder = self.encoder()
         old = self.versions.current() or "v0"
@@ -242,9 +253,7 @@ class Library:
         self.versions.remove(name)  # an interrupted attempt
         new = self.location.open(name, writer=True, kind=self.cfg.index.kind)
         try:
-            tagger = Hooks(self.tags.auto_tagger(encoder), ConceptTagger())
-            indexer = indexer_class(self.cfg)(new, encoder, self.cfg, self.thumb_dir, tagger)
-            report = indexer.run(None, progress)
+            report = self._indexer(new, encoder).run(None, progress)
             # personal concepts are refitted on the new model's vectors (examples by path)
             if self.versions.current() is not None:
                 report.concepts_lost = self.concepts.carry_over(self.store, new)
@@ -340,21 +349,12 @@ class Library:
             "indexed": counts["ok"],
             "errors": counts["errors"],
             "vectors": counts["vectors"],
-            "faiss": {
-                "kind": vectors.kind,
-                "count": vectors.count,
-                "generation": vectors.generation,
-            },
+            "faiss": {"kind": vectors.kind, "count": vectors.count, "generation": vectors.generation},
             "generation": store.generation(), "videos": store.frame_counts(),
             "watch": (watch := self.watch_status()),
-            "roots": [
-                {
-                    "path": os.fspath(r),
-                    "indexed": n,
-                    "online": os.path.isdir(r) and r not in watch["offline_roots"],
-                }
-                for r, n in sorted(store.roots().items())
-            ],
+            "roots": [{"path": os.fspath(r), "indexed": n,
+                       "online": os.path.isdir(r) and r not in watch["offline_roots"]}
+                      for r, n in sorted(store.roots().items())],  # fmt: skip
             "error_files": [{"id": r.id, "path": r.path, "error": r.error} for r in errors],
             "fast_paths": _json_or_none(meta.get(FAST_PATHS_KEY)), "ocr": self.ocr.status(),
         }

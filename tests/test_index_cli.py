@@ -162,3 +162,26 @@ def test_config_loading(tmp_path, monkeypatch):
 def test_main_in_process(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "nope.yaml"), "status"]) == 1
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_each_command_loads_only_its_module_and_help_lists_all():
+    """``CORE_COMMANDS`` names every core command with the module that registers it (a run
+    imports only that one); ``--help`` and unknown commands load them all, plugins too."""
+    from indexer.cli import _command_word, registry
+
+    registry.load_command_modules()
+    core = {n: c.run.__module__ for n, c in registry.COMMANDS.items()
+            if c.run.__module__.startswith("indexer.cli.")}  # fmt: skip
+    assert core == registry.CORE_COMMANDS
+    assert registry.command_modules("search") == ["indexer.cli.search"]
+    assert "app.commands" in registry.command_modules("ui")  # a plugin's command: everything
+    assert registry.command_modules(None)[: len(registry.CORE_MODULES)] == list(registry.CORE_MODULES)
+    assert _command_word(["--config", "c.yaml", "search", "a dog"]) == "search"
+    assert _command_word(["--config=c.yaml", "status"]) == "status"
+    assert _command_word(["--help"]) is None and _command_word([]) is None
+    helped = run_cli(["--help"])
+    assert helped.returncode == 0
+    for name in (*registry.CORE_COMMANDS, "ui"):
+        assert name in helped.stdout, name
+    wrong = run_cli(["serch", "a dog"])
+    assert wrong.returncode == 2 and "invalid choice: 'serch'" in wrong.stderr

@@ -126,7 +126,7 @@ def test_stale_faiss_file_is_replayed_from_generations(tmp_path, sample_images):
         assert ids.tolist() == state["vector_ids"]
         got = lib.store.index.get_vectors(ids)
         want = np.stack([state["vectors"][i] for i in ids.tolist()])
-        assert np.allclose(got, want, atol=1e-6)
+        assert np.allclose(got, want, atol=2.5e-4)  # flat16: the float16 codes SQLite holds
 
 
 def test_reindex_swaps_under_a_running_reader(tmp_path, sample_images, database):

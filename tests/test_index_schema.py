@@ -10,6 +10,8 @@ from sqlalchemy import text
 from indexer.config import load_config
 from indexer.embed.encoder import HashEncoder
 from indexer.library import Library
+from indexer.store.errors import SchemaError
+from indexer.store.sqlite import reads
 from indexer.store.sqlite import schema as db
 
 from .indexer_helpers import copy_images, version_dir, write_config
@@ -31,8 +33,9 @@ def test_migration_runs_for_writers_only(tmp_path, sample_images, monkeypatch):
 
     target = db.SCHEMA_VERSION + 1  # a future migration on top of the current schema
     monkeypatch.setattr(db, "SCHEMA_VERSION", target)
+    monkeypatch.setattr(reads, "SCHEMA_VERSION", target)  # what the light reader checks
     monkeypatch.setitem(db.MIGRATIONS, target, v_next)
-    with pytest.raises(db.SchemaError, match="run `clipsearch index` to migrate"):
+    with pytest.raises(SchemaError, match="run `clipsearch index` to migrate"):
         Library.open(cfg, encoder=HashEncoder())
     with Library.open(cfg, writer=True, encoder=HashEncoder()) as lib:  # migrates in place
         assert lib.index(progress=False).unchanged == 3
@@ -52,5 +55,5 @@ def test_newer_schema_is_refused(tmp_path, sample_images):
     con.commit()
     con.close()
     for writer in (False, True):
-        with pytest.raises(db.SchemaError, match="newer clipsearch"):
+        with pytest.raises(SchemaError, match="newer clipsearch"):
             Library.open(cfg, writer=writer, encoder=HashEncoder())

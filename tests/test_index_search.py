@@ -30,7 +30,8 @@ def test_image_queries_find_themselves(tmp_path, coco_images, tiny_checkpoint, d
         for p in photos:
             hits = lib.search(image=p, k=3).hits
             assert hits[0].path == os.fspath(p), p
-            assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+            # the index holds float16 codes (flat16 below 200k): within 2.5e-4 of the cosine
+            assert hits[0].score == pytest.approx(1.0, abs=2.5e-4)
             assert hits[0].score > hits[1].score
             # the same image by indexed id and as bytes
             assert lib.search(image=hits[0].id, k=1).hits[0].id == hits[0].id
@@ -122,7 +123,7 @@ def test_combined_and_negative_queries(known):
     assert _names(lib.search("red", k=1), ids) == ["red"]
     # red + green: the mixed vector is exactly red_green
     res = lib.search("red + green", k=1)
-    assert _names(res, ids) == ["red_green"] and res.hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert _names(res, ids) == ["red_green"] and res.hits[0].score == pytest.approx(1.0, abs=2.5e-4)
     # red - blue pushes red_blue down below red_green
     names = _names(lib.search("red - blue", k=3), ids)
     assert names[:2] == ["red", "red_green"] and "red_blue" not in names

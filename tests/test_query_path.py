@@ -124,25 +124,35 @@ def test_the_token_table_is_memory_mapped_and_made_again_when_lost(library, monk
     assert len(list(folder.glob("*-text-*.data"))) == 1
 
 
-def _cli(library, *args: str) -> tuple[dict, bool]:
-    """``clipsearch search ARGS --json`` in a fresh process: (its JSON, torch imported?)."""
+# what a query process must not load: torch (the export runs), SQLAlchemy (the light SQLite
+# reader, indexer.store.sqlite.reader), the other commands' modules, the indexing pipeline
+HEAVY = ("torch", "sqlalchemy", "indexer.cli.tags", "indexer.cli.index", "indexer.ingest.pipeline")
+
+
+def _cli(library, *args: str, command: str = "search") -> tuple[dict, list[str]]:
+    """``clipsearch COMMAND ARGS --json`` in a fresh process: (its JSON, the HEAVY modules
+    it imported)."""
     code = ("import json, sys; from indexer.cli import main; rc = main(sys.argv[1:]); "
-            "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules}), file=sys.stderr)")  # fmt: skip
+            f"print(json.dumps({{'rc': rc, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}), "
+            "file=sys.stderr)")  # fmt: skip
     env = cli_env()
+    extra = ["-k", "5"] if command == "search" else []
     proc = subprocess.run(
-        [sys.executable, "-c", code, "--config", os.fspath(library["file"]), "search", *args,
-         "--json", "-k", "5"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+        [sys.executable, "-c", code, "--config", os.fspath(library["file"]), command, *args,
+         "--json", *extra], capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
     )  # fmt: skip
     tail = json.loads(proc.stderr.strip().splitlines()[-1])
     assert tail["rc"] == 0, proc.stderr
-    return json.loads(proc.stdout), tail["torch"]
+    return json.loads(proc.stdout), tail["heavy"]
 
 
 def test_cli_text_and_image_search_do_not_import_torch(library):
     photo = library["photos"][2]
-    text_doc, text_torch = _cli(library, "a dog on a beach")
-    image_doc, image_torch = _cli(library, "--image", os.fspath(photo))
-    assert not text_torch and not image_torch
+    text_doc, text_heavy = _cli(library, "a dog on a beach")
+    image_doc, image_heavy = _cli(library, "--image", os.fspath(photo))
+    status_doc, status_heavy = _cli(library, command="status")
+    assert text_heavy == image_heavy == status_heavy == []
+    assert status_doc["indexed"] == len(library["photos"]) and status_doc["faiss"]["kind"] == "flat16"
     assert image_doc["results"][0]["path"] == os.fspath(photo)
     # the in-process reader's results (equal to the full model's: the test above)
     with Library.open(library["cfg"]) as lib:

@@ -58,7 +58,8 @@ def test_batch_vectors_replace_copy_and_drop(tmp_path):
         # FAISS holds the same: ids a and b, both with the new vector, c gone
         assert sorted(store.index.ids().tolist()) == [a, b]
         hits = store.index.search(new[None, :], 3)
-        assert set(hits[1][0][:2].tolist()) == {a, b} and np.allclose(hits[0][0][:2], 1, atol=1e-5)
+        # (flat16 below 200k: the float16 codes score a unit vector within ~2.5e-4 of 1)
+        assert set(hits[1][0][:2].tolist()) == {a, b} and np.allclose(hits[0][0][:2], 1, atol=5e-4)
 
         # an error row gets its vector back when it is encoded again (tombstone cleared)
         _apply(store, _row("c", id=c, vector=_unit(3)))

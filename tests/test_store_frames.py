@@ -43,10 +43,12 @@ def _id(ids: dict[bytes, int], name: str) -> int:
     return ids[f"/lib/{name}".encode()]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "sqlite-full", "postgres"])
 def stores(request, tmp_path):
-    """(writer, a factory of read-only stores on the same index) for each backend."""
-    if request.param == "sqlite":
+    """(writer, a factory of read-only stores on the same index) for each backend (SQLite:
+    the light reader queries open, and the full SQLAlchemy store opened read-only)."""
+    if request.param.startswith("sqlite"):
+        from indexer.store.sqlite.reader import SqliteReader
         from indexer.store.sqlite.store import SqliteStore
 
         path = tmp_path / "v1"
@@ -54,7 +56,7 @@ def stores(request, tmp_path):
         writer.bind_model(IDENTITY)
 
         def reader():
-            return SqliteStore(path)
+            return SqliteStore(path) if request.param == "sqlite-full" else SqliteReader(path)
 
         yield writer, reader
         writer.close()

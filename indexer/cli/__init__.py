@@ -97,14 +97,34 @@ import argparse
 import os
 import sys
 
-from indexer.cli.registry import COMMANDS, UserError, command, load_command_modules, user_errors
+from indexer.cli.registry import (
+    COMMANDS,
+    UserError,
+    command,
+    command_modules,
+    load_command_modules,
+    user_errors,
+)
 from indexer.config import load_config
 
 __all__ = ["COMMANDS", "UserError", "build_parser", "command", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    load_command_modules()
+def _command_word(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (None when an option other than ``--config`` comes
+    first, e.g. ``--help``: then every command is loaded)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("--config="):
+            return None if word.startswith("-") else word
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given ``argv``, only the named command's module is imported (cold start)."""
+    load_command_modules(command_modules(_command_word(argv) if argv is not None else None))
     parser = argparse.ArgumentParser(
         prog="clipsearch", description="Self-hosted semantic photo search."
     )
@@ -123,19 +143,21 @@ def main(argv: list[str] | None = None) -> int:
     # sleep, not spin, or they burn the core a decoder needs (~20% faster indexing on 2
     # cores). Read when torch first loads, which happens later, inside the command.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = build_parser().parse_args(argv)
-    errors = user_errors()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         cfg = load_config(args.config)
         code = COMMANDS[args.command].run(args, cfg)
     except KeyboardInterrupt:
         print("clipsearch: interrupted", file=sys.stderr)
         code = 130
-    except errors as exc:
+    except BrokenPipeError:  # e.g. `clipsearch search x | head`
+        code = 0
+    except Exception as exc:
+        # the user-error types are imported only when one is raised (cold start)
+        if not isinstance(exc, user_errors()):
+            raise
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"clipsearch: error: {msg}", file=sys.stderr)
         code = 1
-    except BrokenPipeError:  # e.g. `clipsearch search x | head`
-        code = 0
     return code
-

@@ -1,6 +1,8 @@
 """The command registry: subcommands register with :func:`command`; plugins by entry point.
 
-Core command modules are listed in :data:`CORE_MODULES`. Other packages (the UI) add theirs
+Core commands are listed in :data:`CORE_COMMANDS` with the module that registers each, so a
+run imports only its own command's module (a cold ``search`` does not pay for the others).
+Other packages (the UI) add theirs
 through the ``clipsearch.commands`` entry point group (``name = "module"`` in their
 ``pyproject.toml``); the module registers its commands on import. In a source checkout whose
 installed metadata is stale, the group is also read from the ``pyproject.toml`` beside the
@@ -16,25 +18,23 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import IO
 
 from indexer.config import Config, ConfigError
 
 ENTRY_POINT_GROUP = "clipsearch.commands"
-CORE_MODULES: tuple[str, ...] = (
-    "indexer.cli.index",
-    "indexer.cli.search",
-    "indexer.cli.status",
-    "indexer.cli.model",
-    "indexer.cli.tags",
-    "indexer.cli.watch",
-    "indexer.cli.concepts",
-    "indexer.cli.albums",
-    "indexer.cli.doctor",
-    "indexer.cli.migrate",
-)
+CORE_COMMANDS: dict[str, str] = {  # command -> the module that registers it
+    "index": "indexer.cli.index", "reindex": "indexer.cli.index", "ocr": "indexer.cli.index",
+    "search": "indexer.cli.search", "status": "indexer.cli.status",
+    "classify": "indexer.cli.model", "eval": "indexer.cli.model",
+    "tag": "indexer.cli.tags", "tags": "indexer.cli.tags", "export": "indexer.cli.tags",
+    "duplicates": "indexer.cli.tags", "watch": "indexer.cli.watch",
+    "concept": "indexer.cli.concepts", "concepts": "indexer.cli.concepts",
+    "albums": "indexer.cli.albums", "doctor": "indexer.cli.doctor",
+    "migrate": "indexer.cli.migrate",
+}  # fmt: skip
+CORE_MODULES: tuple[str, ...] = tuple(dict.fromkeys(CORE_COMMANDS.values()))
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
@@ -121,20 +121,30 @@ def _source_plugins(path: Path = _PYPROJECT) -> dict[str, str]:
 
 def plugin_modules() -> list[str]:
     """Modules that register extra commands: installed entry points plus the source tree's."""
+    from importlib import metadata  # ~25 ms: only when a command is not a core one
+
     found = {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
     for name, value in _source_plugins().items():
         found.setdefault(name, value)
     return [value.split(":")[0] for value in found.values()]
 
 
+def command_modules(name: str | None) -> list[str]:
+    """The modules to import to run command ``name``: its own for a core command, else (help,
+    a plugin's command, a mistyped one) every core module and plugin."""
+    if name in CORE_COMMANDS:
+        return [CORE_COMMANDS[name]]
+    return [*CORE_MODULES, *plugin_modules()]
+
+
 def load_command_modules(modules: Iterable[str] | None = None) -> None:
-    """Import the modules that register extra subcommands.
+    """Import the modules that register subcommands (default: all of them).
 
     A listed module that does not exist (yet) is skipped, so one component that is not
     installed or not written yet cannot take the whole CLI down; errors inside a module that
     exists still propagate.
     """
-    for module in modules if modules is not None else (*CORE_MODULES, *plugin_modules()):
+    for module in modules if modules is not None else command_modules(None):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

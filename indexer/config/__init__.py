@@ -24,7 +24,7 @@ CONFIG_ENV = "CLIPSEARCH_CONFIG"
 WEIGHTS_ENV = "CLIPSEARCH_WEIGHTS"
 DATABASE_ENV, READ_DATABASE_ENV = "CLIPSEARCH_DATABASE", "CLIPSEARCH_READ_DATABASE"
 DEFAULT_CONFIG_NAME = "config.yaml"
-INDEX_KINDS = ("auto", "flat", "ivf", "ivf-sq8", "hnsw")
+INDEX_KINDS = ("auto", "flat", "flat16", "ivf", "ivf-sq8", "hnsw")
 
 DEFAULT_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"]
 HEIF_EXTENSIONS = [".heic", ".heif"]

@@ -57,9 +57,9 @@ def map_vector_files(enabled: bool) -> None:
     one-shot query process loads any size in milliseconds) or read it into memory (better
     for a long-lived reader such as the UI: a flat scan measured ~1.6x faster in anonymous
     memory, which the kernel backs with huge pages, than in the mapped page cache)."""
-    from indexer.store.sqlite import store
+    from indexer.store.sqlite import mirror
 
-    store.MAP_VECTOR_FILES = bool(enabled)
+    mirror.MAP_VECTOR_FILES = bool(enabled)
 
 
 def open_store(path: Path | str, writer: bool = False, kind: str = "auto") -> IndexStore:

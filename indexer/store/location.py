@@ -82,9 +82,13 @@ class DirectoryLocation(StoreLocation):
         self.versions = IndexVersions(self.dir)
 
     def open(self, name: str, writer: bool = False, kind: str = "auto") -> IndexStore:
-        from indexer.store.sqlite import SqliteStore
+        if not writer:  # plain sqlite3 for what queries read (no SQLAlchemy import)
+            from indexer.store.sqlite.reader import SqliteReader
 
-        return SqliteStore(self.versions.path(name), writer=writer, kind=kind)
+            return SqliteReader(self.versions.path(name), kind=kind)
+        from indexer.store.sqlite.store import SqliteStore
+
+        return SqliteStore(self.versions.path(name), writer=True, kind=kind)
 
     def writer_lock(self, roots: Sequence[Path]) -> StoreLock:
         return _FileLock(self.dir)

@@ -9,18 +9,18 @@ videos sampled every 2 s holds ~30,000; 100,000 frames of 512-d take 200 MB).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
+from indexer.store.sqlite import reads
 from indexer.store.sqlite import schema as db
-from indexer.store.sqlite.queries import chunks, decode_rows, encode_vector
-from indexer.store.sqlite.schema import FrameRow, MetaRow
-from indexer.store.vectors.checks import as_frames, normalize
-
-FRAMES_GEN_KEY = "frames_gen"
+from indexer.store.sqlite.frame_search import FrameCache
+from indexer.store.sqlite.queries import chunks, decode_rows, driver, encode_vector
+from indexer.store.sqlite.reads import FRAMES_GEN_KEY
+from indexer.store.sqlite.schema import FrameRow
+from indexer.store.vectors.checks import as_frames
 
 
 def put_frames(conn: Connection, image_id: int, frames: object, gen: int) -> None:
@@ -51,62 +51,17 @@ def drop_frames(conn: Connection, ids: Sequence[int]) -> int:
     return n
 
 
-class _FrameMatrix:
-    """Every stored frame: image ids, times and unit vectors, searched exactly."""
-
-    def __init__(self, ids: np.ndarray, times: np.ndarray, vecs: np.ndarray, gen: int) -> None:
-        self.ids, self.times, self.vecs, self.gen = ids, times, vecs, gen
-
-    def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows = np.arange(len(self.ids))
-        if allowed is not None:
-            rows = rows[np.isin(self.ids, np.asarray(allowed, dtype=np.int64))]
-        if not len(rows) or k < 1:
-            return np.empty(0, np.float32), np.empty(0, np.int64), np.empty(0, np.int64)
-        q = normalize(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]  # cosines
-        scores = self.vecs[rows] @ q
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        picked = rows[top]
-        return scores[top].astype(np.float32), self.ids[picked], self.times[picked]
-
-
 class SqliteFrames:
     """The frame reads of :class:`~indexer.store.sqlite.SqliteStore` (needs ``_connect``)."""
 
-    _frame_matrix: _FrameMatrix | None = None
-    _frame_lock = threading.Lock()
-
-    def _frames_gen(self, conn: Connection) -> int:
-        value = conn.execute(select(MetaRow.value).where(MetaRow.key == FRAMES_GEN_KEY)).scalar()
-        return int(value) if value is not None else 0
-
-    def _matrix(self) -> _FrameMatrix:
-        with self._connect() as conn:  # type: ignore[attr-defined]
-            gen = self._frames_gen(conn)
-            current = self._frame_matrix
-            if current is not None and current.gen == gen:
-                return current
-            rows = conn.execute(
-                select(FrameRow.image_id, FrameRow.t_ms, FrameRow.vector).order_by(
-                    FrameRow.image_id, FrameRow.t_ms
-                )
-            ).all()
-        times = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-        if rows:
-            ids, vecs = decode_rows([(r[0], r[2]) for r in rows])
-        else:
-            ids, vecs = np.empty(0, np.int64), np.zeros((0, 1), np.float32)
-        with self._frame_lock:
-            self._frame_matrix = _FrameMatrix(ids, times, vecs, gen)
-            return self._frame_matrix
+    _frame_cache: FrameCache
 
     def search_frames(
         self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self._matrix().search(query, k, allowed_ids)
+        with self._connect() as conn:  # type: ignore[attr-defined]
+            matrix = self._frame_cache.matrix(driver(conn))
+        return matrix.search(query, k, allowed_ids)
 
     def frames(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         with self._connect() as conn:  # type: ignore[attr-defined]
@@ -122,12 +77,7 @@ class SqliteFrames:
 
     def frame_counts(self) -> dict[str, int]:
         with self._connect() as conn:  # type: ignore[attr-defined]
-            videos, frames = conn.execute(
-                select(func.count(func.distinct(FrameRow.image_id)), func.count()).select_from(
-                    FrameRow
-                )
-            ).one()
-        return {"videos": int(videos), "frames": int(frames)}
+            return reads.frame_counts(driver(conn))
 
 
 class FrameChanges:

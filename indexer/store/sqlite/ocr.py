@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, select
 
 from indexer.store.records import OCR_ERROR, ImageText, TextMatch, compact_text, text_from_row
+from indexer.store.sqlite import reads
 from indexer.store.sqlite import schema as db
-from indexer.store.sqlite.queries import StoreQueries, chunks
+from indexer.store.sqlite.queries import StoreQueries, chunks, driver
 from indexer.store.sqlite.schema import MetaRow, OcrTextRow
 
 OCR_GEN_KEY = "ocr_gen"
@@ -82,12 +83,7 @@ class SqliteOcr(StoreQueries):
 
     def ocr_counts(self) -> dict[str, int]:
         with self._connect() as conn:
-            read, with_text, errors = conn.exec_driver_sql(
-                "SELECT COUNT(*), COALESCE(SUM(compact != ''), 0), "
-                "COALESCE(SUM(status = ?), 0) FROM ocr_text", (OCR_ERROR,)).one()  # fmt: skip
-            vectors = db.vector_count(conn)
-        return {"read": int(read), "with_text": int(with_text), "errors": int(errors),
-                "pending": max(0, vectors - int(read))}  # fmt: skip
+            return reads.ocr_counts(driver(conn), OCR_ERROR)
 
     def ocr_errors(self, limit: int | None = None) -> list[ImageText]:
         q = select(OcrTextRow).where(OcrTextRow.status == OCR_ERROR).order_by(OcrTextRow.image_id)

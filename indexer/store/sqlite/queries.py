@@ -7,45 +7,23 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 from sqlalchemy import Connection, Engine, func, select
 
-from indexer.store.records import STATUS_ERROR, STATUS_OK, Record
-from indexer.store.sqlite.schema import (
-    VECTOR_DTYPE,
-    ImageCountRow,
-    ImageRow,
-    VectorRow,
-    translated_errors,
-    vector_count,
-)
+from indexer.store.records import STATUS_OK, Record
+from indexer.store.sqlite import reads
+from indexer.store.sqlite.reads import CHUNK, Sql, chunks, decode_rows, encode_vector  # noqa: F401
+from indexer.store.sqlite.schema import ImageRow, VectorRow, translated_errors
 
-CHUNK = 500  # SQLite host parameters per IN (...) query
 _IMAGES = ImageRow.__table__
 
 
-def chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
-    """``seq`` in slices of at most ``n`` items."""
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
-
-
-def encode_vector(vec: np.ndarray) -> bytes:
-    """The stored blob of one vector (:data:`~indexer.store.sqlite.schema.VECTOR_DTYPE`)."""
-    return np.ascontiguousarray(vec, dtype=VECTOR_DTYPE).tobytes()
-
-
-def decode_rows(rows: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, (n, D) float32 unit rows) of ``(image_id, vector blob)`` rows (the stored float16
-    rounding moves norms by ~1e-4: renormalised, so scores are cosines to float32 precision)."""
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=VECTOR_DTYPE).reshape(len(rows), -1)
-    vecs = vecs.astype(np.float32)
-    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-    return ids, vecs
+def driver(conn: Connection) -> Sql:
+    """The :data:`~indexer.store.sqlite.reads.Sql` runner of an SQLAlchemy connection."""
+    return lambda sql, params: conn.exec_driver_sql(sql, tuple(params)).all()
 
 
 def vector_pages(
@@ -108,12 +86,8 @@ class StoreQueries:
 
     def records(self, ids: Sequence[int]) -> dict[int, Record]:
         """Image records by id (missing ids are left out)."""
-        out: dict[int, Record] = {}
         with self._connect() as conn:
-            for part in chunks(list(ids)):
-                for row in conn.execute(select(_IMAGES).where(ImageRow.id.in_(part))):
-                    out[row.id] = Record.from_row(row)
-        return out
+            return reads.records(driver(conn), ids)
 
     def record_by_path(self, path: str | os.PathLike) -> Record | None:
         key = os.fsencode(os.path.abspath(path))
@@ -162,29 +136,13 @@ class StoreQueries:
             return np.asarray(conn.execute(q).scalars().all(), dtype=np.int64)
 
     def counts(self) -> dict[str, int]:
-        """From the trigger-kept counters (schema 6): no scan of the image or vector rows."""
-        q = select(ImageCountRow.status, func.sum(ImageCountRow.n)).group_by(ImageCountRow.status)
         with self._connect() as conn:
-            by_status = {s: int(n) for s, n in conn.execute(q).all()}
-            vectors = vector_count(conn)
-        return {
-            "images": sum(by_status.values()),
-            "ok": by_status.get(STATUS_OK, 0),
-            "errors": by_status.get(STATUS_ERROR, 0),
-            "vectors": int(vectors),
-        }
+            return reads.counts(driver(conn))
 
     def errors(self, limit: int | None = None) -> list[Record]:
-        q = select(_IMAGES).where(ImageRow.status == STATUS_ERROR).order_by(ImageRow.path)
-        if limit is not None:
-            q = q.limit(limit)
         with self._connect() as conn:
-            return [Record.from_row(r) for r in conn.execute(q)]
+            return reads.errors(driver(conn), limit)
 
     def roots(self) -> dict[str, int]:
-        """Indexed image count per root (from the counters: no scan)."""
-        q = select(ImageCountRow.root, ImageCountRow.n).where(
-            ImageCountRow.status == STATUS_OK, ImageCountRow.n > 0
-        )
         with self._connect() as conn:
-            return {os.fsdecode(r): int(n) for r, n in conn.execute(q)}
+            return reads.roots(driver(conn))

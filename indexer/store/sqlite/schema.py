@@ -40,16 +40,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import NullPool
 
-from indexer.store.errors import SchemaError, StoreError, StoreUnavailableError
+from indexer.store.errors import SchemaError, StoreError, StoreUnavailableError  # noqa: F401
 from indexer.store.records import STATUS_ERROR, STATUS_OK  # noqa: F401 - the status column
+from indexer.store.sqlite.reads import SCHEMA_VERSION, VECTOR_DTYPE, check_version  # noqa: F401
 from indexer.store.sqlite.triggers import _OCR_FTS, _OCR_TRIGGERS, _TRIGGERS
 
-SCHEMA_VERSION = 8
-# Stored vectors (schema 6): little-endian float16, one copy of each vector (FAISS holds the
-# searchable one). A 512-d float32 blob (2 KB) took a 4 KB page of its own; float16 fits three
-# to a page, and its error (<= 2.5e-4 per cosine) is far below the FAISS index's own at scale
-# (bench/bench_scale.py measures the ranking fidelity against float32).
-VECTOR_DTYPE = "<f2"
 _MIGRATE_PAGE = 20_000  # vectors converted per statement batch by the schema 6 migration
 
 
@@ -318,18 +313,8 @@ def ensure_schema(engine: Engine, writer: bool) -> None:
     """Create or migrate the schema (writer), or check it is usable (reader)."""
     with engine.begin() as conn:
         version = schema_version(conn)
-        if version > SCHEMA_VERSION:
-            raise SchemaError(
-                f"the index was written by a newer clipsearch (schema {version} > "
-                f"{SCHEMA_VERSION}); upgrade clipsearch"
-            )
-        if version == SCHEMA_VERSION:
+        if check_version(version, writer, SCHEMA_VERSION):
             return
-        if not writer:
-            raise SchemaError(
-                f"the index uses schema {version}; run `clipsearch index` to migrate it to "
-                f"{SCHEMA_VERSION}"
-            )
         for target in range(version + 1, SCHEMA_VERSION + 1):
             MIGRATIONS[target](conn)
         conn.execute(text("DELETE FROM schema_version"))

@@ -12,7 +12,6 @@ The contract is :class:`indexer.store.base.IndexStore`'s.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,13 +22,15 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from indexer.store.base import IndexStore
 from indexer.store.errors import IndexMissingError
 from indexer.store.records import Changes, VectorState
+from indexer.store.sqlite import reads
 from indexer.store.sqlite import schema as db
+from indexer.store.sqlite.frame_search import FrameCache
 from indexer.store.sqlite.frames import FrameChanges, SqliteFrames
+from indexer.store.sqlite.mirror import FAISS_FILE_KEY, PRUNED_KEY, FaissMirror
 from indexer.store.sqlite.ocr import SqliteOcr
-from indexer.store.sqlite.queries import chunks, decode_rows, encode_vector
+from indexer.store.sqlite.queries import chunks, decode_rows, driver, encode_vector
 from indexer.store.sqlite.schema import (
     ImageRow,
-    MetaRow,
     OcrTextRow,
     TagRow,
     TombstoneRow,
@@ -38,21 +39,12 @@ from indexer.store.sqlite.schema import (
 from indexer.store.sqlite.tags import SqliteTags
 from indexer.store.vectors.checks import normalize
 from indexer.store.vectors.file import read_header
-from indexer.store.vectors.index import VectorIndex, choose_kind
+from indexer.store.vectors.index import VectorIndex, choose_kind, start_kind
 from indexer.store.versions import file_signature
 from indexer.types import ModelIdentity
 
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
-FAISS_FILE_KEY = "faiss_file"  # meta: the signature of the FAISS file last saved
-MAP_VECTOR_FILES = True  # readers memory-map the FAISS file (indexer.store.map_vector_files)
-_REPLAY_CHUNK = 20_000  # vectors read from SQLite at a time when replaying
-
-
-def _pruned(conn: Connection) -> int:
-    """Generation up to which tombstones have been deleted."""
-    value = conn.execute(select(MetaRow.value).where(MetaRow.key == "tombstones_pruned")).scalar()
-    return int(value) if value is not None else 0
 
 
 class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
@@ -71,10 +63,8 @@ class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
         self.engine = db.make_engine(self.db_path, writer)
         with db.translated_errors():
             db.ensure_schema(self.engine, writer)
-        self.index: VectorIndex | None = None
-        self.index_gen = 0
-        self._faiss_sig: tuple | None = None
-        self._file_gen = 0  # generation of the FAISS file last loaded
+        self.mirror = FaissMirror(self.faiss_path, writer, kind)  # the FAISS index, kept current
+        self._frame_cache = FrameCache()
         self._last_save = time.monotonic()
         self._dirty = False
         if writer:
@@ -109,81 +99,41 @@ class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
             db.set_meta(conn, **dict(values))
 
     # ----------------------------------------------------------------- FAISS sync
-    def _faiss_signature(self) -> tuple | None:
-        return file_signature(self.faiss_path)
+    @property
+    def index(self) -> VectorIndex | None:
+        return self.mirror.index
 
-    def _load_faiss(self) -> None:
-        """Load the FAISS file (or start empty when absent/corrupt)."""
-        dim = self.dim()
-        self._faiss_sig = self._faiss_signature()
-        self.index, self.index_gen = None, 0
-        if self._faiss_sig is not None:
-            try:
-                # readers map the file (no copy, shared page cache); the checksum is skipped
-                # while the file is the one the writer last saved (its recorded signature)
-                trusted = json.loads(self.meta().get(FAISS_FILE_KEY) or "null")
-                self.index, self.index_gen = VectorIndex.load(
-                    self.faiss_path, mmap=MAP_VECTOR_FILES and not self.writer, trusted=trusted
-                )
-            except (ValueError, OSError, RuntimeError):
-                self.index, self.index_gen = None, 0
-        if self.index is not None and dim is not None and self.index.dim != dim:
-            self.index, self.index_gen = None, 0
-        if self.index is None and dim is not None:
-            self.index = VectorIndex.create(dim, "flat")
-        self._file_gen = self.index_gen
+    @index.setter
+    def index(self, value: VectorIndex | None) -> None:
+        self.mirror.index = value
 
-    def _replay(self, conn: Connection, upto: int) -> bool:
-        """Apply vectors and tombstones with generation in (index_gen, upto]; True if any."""
-        lo = self.index_gen
-        gone = conn.execute(
-            select(TombstoneRow.image_id).where(TombstoneRow.gen > lo, TombstoneRow.gen <= upto)
-        ).scalars().all()  # fmt: skip
-        if gone:
-            self.index.remove(np.asarray(gone, dtype=np.int64))
-        q = select(VectorRow.image_id, VectorRow.vector).where(
-            VectorRow.gen > lo, VectorRow.gen <= upto
-        )
-        added = 0
-        for rows in conn.execute(q).yield_per(_REPLAY_CHUNK).partitions():  # bounded memory
-            ids, vecs = decode_rows(rows)
-            self.index.add(ids, vecs)
-            added += len(rows)
-        self.index_gen = upto
-        return bool(gone or added)
+    @property
+    def index_gen(self) -> int:
+        return self.mirror.gen
+
+    @index_gen.setter
+    def index_gen(self, value: int) -> None:
+        self.mirror.gen = value
 
     def refresh(self) -> bool:
         """Bring the in-memory FAISS index up to the SQLite generation; True if it changed."""
         with self._connect() as conn:
-            sql_gen = db.get_generation(conn)
-            # Replaying generations is enough unless the tombstones we would need were pruned
-            # (by a writer's start-up repair) or SQLite went back in time (restored backup):
-            # then reload the FAISS file once it has been saved past that point.
-            stale = self.index_gen > sql_gen or (
-                self._file_gen < _pruned(conn) and self._faiss_signature() != self._faiss_sig
-            )
-            if self.index is None or (stale and not self.writer):
-                self._load_faiss()
-                if self.index is None:
-                    return False
-                if self.index_gen > sql_gen:  # FAISS newer than SQLite (restored db): rebuild
-                    self.index, self.index_gen = VectorIndex.create(self.index.dim, "flat"), 0
-            elif self.index_gen == sql_gen:
-                return False
-            return self._replay(conn, sql_gen) or True
+            return self.mirror.refresh(driver(conn), self.dim)
 
     def repair(self) -> dict:
         """Writer start-up: load, replay, verify id sets against SQLite, fix and save."""
-        self._load_faiss()
+        with self._connect() as conn:
+            self.mirror.load(driver(conn), self.dim())
         report = {"added": 0, "removed": 0, "rebuilt": False}
         if self.index is None:
             return report
         with self._connect() as conn:
             sql_gen = db.get_generation(conn)
             if self.index_gen > sql_gen:
-                self.index, self.index_gen = VectorIndex.create(self.index.dim, "flat"), 0
+                self.index = VectorIndex.create(self.index.dim, start_kind(self.kind))
+                self.index_gen = 0
                 report["rebuilt"] = True
-            changed = self._replay(conn, sql_gen)
+            changed = self.mirror.replay(driver(conn), sql_gen)
             sql_ids = np.asarray(
                 conn.execute(select(VectorRow.image_id).order_by(VectorRow.image_id))
                 .scalars()
@@ -198,10 +148,10 @@ class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
             if len(missing):
                 self.index.add(*self.vectors(missing.tolist(), conn=conn))
             report.update(added=int(len(missing)), removed=int(len(extra)))
-            if changed or len(missing) or len(extra) or self._file_gen != sql_gen:
+            if changed or len(missing) or len(extra) or self.mirror.file_gen != sql_gen:
                 self._dirty = True
             conn.execute(delete(TombstoneRow).where(TombstoneRow.gen <= sql_gen))
-            db.set_meta(conn, tombstones_pruned=sql_gen)
+            db.set_meta(conn, **{PRUNED_KEY: sql_gen})
             conn.commit()
         self.maybe_rebuild_kind()
         self.save(force=self._dirty)
@@ -235,7 +185,7 @@ class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
             return False
         sig = self.index.save(self.faiss_path, self.index_gen)
         self.set_meta({FAISS_FILE_KEY: json.dumps(sig, sort_keys=True)})
-        self._faiss_sig = self._faiss_signature()
+        self.mirror.sig = file_signature(self.faiss_path)
         self._last_save = time.monotonic()
         self._dirty = False
         return True
@@ -308,7 +258,7 @@ class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
                     conn.execute(delete(ImageRow).where(ImageRow.id.in_(part)))
             db.set_meta(conn, vector_count=db.vector_count(conn))
         if self.index is None and added_vecs:
-            self.index = VectorIndex.create(len(added_vecs[0]), "flat")
+            self.index = VectorIndex.create(len(added_vecs[0]), start_kind(self.kind))
         if self.index is not None:
             if removed:
                 self.index.remove(np.asarray(removed, dtype=np.int64))
@@ -340,14 +290,7 @@ class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
         return list(had)
 
     def last_modified(self) -> float | None:
-        """The newest mtime of the SQLite file and its write-ahead log."""
-        times = []
-        for p in (self.db_path, self.db_path.with_name(self.db_path.name + "-wal")):
-            try:
-                times.append(os.stat(p).st_mtime)
-            except OSError:
-                pass
-        return max(times) if times else None
+        return reads.last_modified(self.db_path)
 
     # ----------------------------------------------------------------- searching
     def vector_state(self) -> VectorState:

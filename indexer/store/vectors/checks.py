@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-KINDS = ("flat", "ivf", "ivf-sq8", "hnsw")
+KINDS = ("flat", "flat16", "ivf", "ivf-sq8", "hnsw")
+EXACT_KINDS = ("flat", "flat16")  # every vector scanned: exact up to the storage rounding
 _UNIT_TOL = 1e-3  # |norm - 1| below this counts as already normalised
 
 

@@ -163,15 +163,24 @@ def _crc_of(f: BinaryIO, length: int, path: Path) -> int:
 
 
 def read_header(path: Path) -> dict:
-    """The JSON header of a file written by :func:`write`, read without the payload (no
-    checksum: a cheap look, e.g. for ``status``; :func:`read` verifies everything)."""
+    """The JSON header of a file written by :func:`write` (either version), read without the
+    payload (no checksum: a cheap look, e.g. for ``status``; :func:`read` verifies it all)."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size < _PREFIX.size + _TRAILER.size:
-            raise ValueError(f"{path}: not a clipsearch vector index (file too short)")
-        magic, version, header_len = _PREFIX.unpack(f.read(_PREFIX.size))
-        if magic != _MAGIC or version != _VERSION or header_len > _MAX_HEADER:
-            raise ValueError(f"{path}: not a clipsearch vector index of version {_VERSION}")
+        f.seek(max(0, size - 8))
+        if f.read(8) == _END_MAGIC_2 and size >= _TRAILER_2.size:
+            f.seek(size - _TRAILER_2.size)
+            payload_len, header_len, _, _ = _TRAILER_2.unpack(f.read(_TRAILER_2.size))
+            if header_len > _MAX_HEADER or payload_len + header_len + _TRAILER_2.size != size:
+                raise ValueError(f"{path}: truncated or corrupt index file")
+            f.seek(payload_len)
+        else:
+            f.seek(0)
+            if size < _PREFIX.size + _TRAILER.size:
+                raise ValueError(f"{path}: not a clipsearch vector index (file too short)")
+            magic, version, header_len = _PREFIX.unpack(f.read(_PREFIX.size))
+            if magic != _MAGIC or version != _VERSION or header_len > _MAX_HEADER:
+                raise ValueError(f"{path}: not a clipsearch vector index of version {_VERSION}")
         try:
             meta = json.loads(f.read(header_len))
         except ValueError as exc:
@@ -227,11 +236,12 @@ def _fsync_dir(directory: Path) -> None:
 def stored_ids(index: faiss.Index | None, kind: str, dim: int, path: Path) -> np.ndarray:
     """Ids read back from a loaded FAISS index, after checking it matches ``kind``/``dim``."""
     if index is None:
-        if kind in ("flat", "hnsw"):
+        if kind in ("flat", "flat16", "hnsw"):
             raise ValueError(f"{path}: {kind} index has no FAISS payload")
         return np.empty(0, dtype=np.int64)
     expected = {
         "flat": (faiss.IndexIDMap2, faiss.IndexFlatIP),
+        "flat16": (faiss.IndexIDMap2, faiss.IndexScalarQuantizer),
         "hnsw": (faiss.IndexIDMap2, faiss.IndexHNSWFlat),
         "ivf": (faiss.IndexIVFFlat, None),
         "ivf-sq8": (faiss.IndexIVFScalarQuantizer, None),
@@ -240,11 +250,12 @@ def stored_ids(index: faiss.Index | None, kind: str, dim: int, path: Path) -> np
     if (
         not isinstance(index, expected[0])
         or (expected[1] and not isinstance(inner, expected[1]))
+        or (kind == "flat16" and inner.sq.qtype != faiss.ScalarQuantizer.QT_fp16)
         or index.d != dim
         or index.metric_type != faiss.METRIC_INNER_PRODUCT
     ):
         raise ValueError(f"{path}: FAISS index does not match kind={kind} dim={dim}")
-    if kind in ("flat", "hnsw"):
+    if kind in ("flat", "flat16", "hnsw"):
         ids = faiss.vector_to_array(index.id_map)
     else:
         ids = _ivf_ids(index)

@@ -2,6 +2,8 @@
 
 Kinds:
   * ``flat``    exact search (``IndexIDMap2(IndexFlatIP)``), 4*d bytes per vector.
+  * ``flat16``  exact search over float16 codes (``IndexIDMap2(IndexScalarQuantizer(QT_fp16))``),
+    2*d bytes per vector; what "auto" picks below ``FLAT_MAX`` (see ``params``).
   * ``ivf``     ``IndexIVFFlat``; approximate, 4*d bytes per vector, faster on large libraries.
   * ``ivf-sq8`` ``IndexIVFScalarQuantizer(QT_8bit)``; approximate, d bytes per vector.
   * ``hnsw``    ``IDMap2(IndexHNSWFlat)``; fast approximate search, but removing or replacing
@@ -32,6 +34,7 @@ from indexer.store.vectors.params import (  # noqa: F401 - re-exported
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_EF_SEARCH,
     DEFAULT_HNSW_M,
+    EXACT_KIND,
     FLAT_MAX,
     TRAIN_POINTS_PER_LIST,
     _Params,
@@ -39,6 +42,7 @@ from indexer.store.vectors.params import (  # noqa: F401 - re-exported
     default_nlist,
     default_nprobe,
     set_threads,
+    start_kind,
 )
 
 
@@ -69,7 +73,7 @@ class VectorIndex:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         kind = choose_kind(0, kind)
         self = cls(int(dim), kind, _Params.from_kwargs(params), None)
-        if kind in ("flat", "hnsw"):
+        if kind in ("flat", "flat16", "hnsw"):
             self._index = self._new_idmap()
         return self
 
@@ -86,6 +90,10 @@ class VectorIndex:
     def _new_idmap(self) -> faiss.Index:
         if self.kind == "flat":
             inner = faiss.IndexFlatIP(self.dim)
+        elif self.kind == "flat16":
+            inner = faiss.IndexScalarQuantizer(
+                self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+            )
         else:
             inner = faiss.IndexHNSWFlat(self.dim, self._params.m, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efConstruction = self._params.ef_construction
@@ -149,7 +157,7 @@ class VectorIndex:
         if self.kind == "hnsw":
             self._rebuild_hnsw(present)  # also refreshes self._ids
             return int(present.size)
-        if self.kind == "flat":
+        if self.kind in ("flat", "flat16"):
             self._index.remove_ids(present)
         else:
             # The hashtable direct map only accepts IDSelectorArray (O(len(ids)), no scan).

@@ -9,9 +9,14 @@ from typing import Any
 
 import faiss
 
-from indexer.store.vectors.checks import check_kind
+from indexer.store.vectors.checks import EXACT_KINDS, check_kind
 
 FLAT_MAX = 200_000  # above this, "auto" picks ivf-sq8: 1M x 512 float32 is 2 GB, SQ8 is 512 MB
+# Below it, "auto" is flat16: an exact scan of float16 codes. SQLite stores the vectors as
+# float16 (schema 6), so the codes hold what the source of truth holds; half of flat's bytes
+# (a cold query at 100k maps 100 MB, not 200) and, memory-bound, faster (5.2 ms against 9.9 ms
+# a query at 100k x 512 on one core, faiss 1.15).
+EXACT_KIND = "flat16"
 
 DEFAULT_HNSW_M = 32
 DEFAULT_EF_CONSTRUCTION = 40
@@ -30,7 +35,13 @@ def choose_kind(n: int, configured: str = "auto") -> str:
     if configured != "auto":
         check_kind(configured)
         return configured
-    return "flat" if n < FLAT_MAX else "ivf-sq8"
+    return EXACT_KIND if n < FLAT_MAX else "ivf-sq8"
+
+
+def start_kind(configured: str = "auto") -> str:
+    """The kind of an index created empty (before its size is known): an exact one."""
+    kind = choose_kind(0, configured)
+    return kind if kind in EXACT_KINDS else EXACT_KIND
 
 
 # k-means sees at most this many points per list: training time stays ~linear in nlist, not in

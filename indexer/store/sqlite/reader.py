@@ -1,0 +1,201 @@
+"""SqliteReader: a read-only index version opened with the standard library's ``sqlite3``.
+
+A query process (``clipsearch search``, ``status``, the UI) reads a handful of things: the
+metadata, the FAISS index brought up to the SQLite generation, the records of the hits, video
+frames, counts. Those are answered here in plain SQL (:mod:`indexer.store.sqlite.reads`, the
+same statements the full store runs), so a cold query never imports SQLAlchemy (~0.2 s and
+~30 MB of a ~0.5 s budget, issue 15). Every other method of the interface goes to a full
+:class:`~indexer.store.sqlite.store.SqliteStore` opened on first use, so the reader keeps the
+whole :class:`~indexer.store.base.IndexStore` contract.
+"""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from indexer.store.base import IndexStore
+from indexer.store.errors import IndexMissingError, StoreError, StoreUnavailableError
+from indexer.store.records import OCR_ERROR, Record, VectorState
+from indexer.store.sqlite import reads
+from indexer.store.sqlite.frame_search import FrameCache
+from indexer.store.sqlite.mirror import FaissMirror
+from indexer.store.sqlite.reads import Sql
+from indexer.store.vectors.file import read_header
+from indexer.store.vectors.index import VectorIndex
+
+DB_NAME = "index.sqlite"
+FAISS_NAME = "vectors.faiss"
+
+
+class SqliteReader(IndexStore):
+    """One SQLite + FAISS version directory, for reading (see the module docstring)."""
+
+    writer = False
+
+    def __init__(self, path: Path, kind: str = "auto"):
+        self.path = Path(path)
+        self.kind = kind
+        self.db_path = self.path / DB_NAME
+        self.faiss_path = self.path / FAISS_NAME
+        if not self.db_path.exists():
+            raise IndexMissingError(f"no index in {self.path}; run `clipsearch index` first")
+        self._uri = self.db_path.resolve().as_uri() + "?mode=rw"  # never creates the file
+        self.mirror = FaissMirror(self.faiss_path, writer=False, kind=kind)
+        self._frames = FrameCache()
+        self._full_store: IndexStore | None = None
+        self._full_lock = threading.Lock()
+        with self._sql() as sql:
+            found = sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        ("schema_version",))  # fmt: skip
+            version = sql("SELECT version FROM schema_version", ()) if found else []
+        reads.check_version(int(version[0][0] or 0) if version else 0, writer=False)
+
+    @contextmanager
+    def _sql(self) -> Iterator[Sql]:
+        """A connection for one read (as the full store's, one per call: thread-safe)."""
+        try:
+            conn = sqlite3.connect(self._uri, uri=True, timeout=30, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"{self.db_path}: {exc}") from exc
+        try:
+            yield lambda q, params: conn.execute(q, tuple(params)).fetchall()
+        except sqlite3.OperationalError as exc:  # locked, disk I/O, file gone
+            raise StoreUnavailableError(str(exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(str(exc)) from exc
+        finally:
+            conn.close()
+
+    def full(self) -> IndexStore:
+        """The full (SQLAlchemy) store on the same version, opened on first use."""
+        with self._full_lock:
+            if self._full_store is None:
+                from indexer.store.sqlite.store import SqliteStore
+
+                self._full_store = SqliteStore(self.path, writer=False, kind=self.kind)
+            return self._full_store
+
+    def __getattr__(self, name: str) -> object:
+        # what the full store has beyond the interface (its engine, ...): tools and tests
+        if name.startswith("__") or name in ("_full_store", "_full_lock"):
+            raise AttributeError(name)
+        return getattr(self.full(), name)
+
+    # ----------------------------------------------------------------- what queries read
+    def meta(self) -> dict[str, str]:
+        with self._sql() as sql:
+            return reads.meta(sql)
+
+    def generation(self) -> int:
+        with self._sql() as sql:
+            return reads.meta_int(sql, "generation")
+
+    @property
+    def index(self) -> VectorIndex | None:
+        return self.mirror.index
+
+    @property
+    def index_gen(self) -> int:
+        return self.mirror.gen
+
+    def refresh(self) -> bool:
+        with self._sql() as sql:
+            return self.mirror.refresh(sql, self.dim)
+
+    def vector_state(self) -> VectorState:
+        if self.mirror.index is None:
+            return VectorState(None, 0, self.mirror.gen)
+        return VectorState(self.mirror.index.kind, len(self.mirror.index), self.mirror.gen)
+
+    def vector_summary(self) -> VectorState:
+        """As the full store's: the saved file's kind and SQLite's count, without loading."""
+        if self.mirror.index is None:
+            try:
+                kind = str(read_header(self.faiss_path)["kind"])
+            except (OSError, ValueError, KeyError):
+                kind = None
+            if kind is not None:
+                with self._sql() as sql:
+                    return VectorState(
+                        kind, reads.vector_count(sql), reads.meta_int(sql, "generation")
+                    )
+        self.refresh()
+        return self.vector_state()
+
+    def search_vectors(
+        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.mirror.index is None:
+            return np.full(k, -np.inf, np.float32), np.full(k, -1, np.int64)
+        scores, ids = self.mirror.index.search(query[None, :], k, allowed_ids=allowed_ids)
+        return scores[0], ids[0]
+
+    def sample_vectors(self, n: int) -> np.ndarray:
+        if self.mirror.index is None:
+            return np.zeros((0, self.dim() or 0), np.float32)
+        return self.mirror.index.sample(n)
+
+    def search_frames(
+        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with self._sql() as sql:
+            matrix = self._frames.matrix(sql)
+        return matrix.search(query, k, allowed_ids)
+
+    def records(self, ids: Sequence[int]) -> dict[int, Record]:
+        with self._sql() as sql:
+            return reads.records(sql, ids)
+
+    def counts(self) -> dict[str, int]:
+        with self._sql() as sql:
+            return reads.counts(sql)
+
+    def errors(self, limit: int | None = None) -> list[Record]:
+        with self._sql() as sql:
+            return reads.errors(sql, limit)
+
+    def roots(self) -> dict[str, int]:
+        with self._sql() as sql:
+            return reads.roots(sql)
+
+    def frame_counts(self) -> dict[str, int]:
+        with self._sql() as sql:
+            return reads.frame_counts(sql)
+
+    def ocr_counts(self) -> dict[str, int]:
+        with self._sql() as sql:
+            return reads.ocr_counts(sql, OCR_ERROR)
+
+    def last_modified(self) -> float | None:
+        return reads.last_modified(self.db_path)
+
+    # ----------------------------------------------------------------- no writing here
+    def save(self, force: bool = False, interval: float | None = None) -> bool:
+        return False  # readers never save the FAISS file
+
+    def close(self) -> None:
+        with self._full_lock:
+            if self._full_store is not None:
+                self._full_store.close()
+                self._full_store = None
+
+
+def _delegate(name: str):  # noqa: ANN202
+    def method(self: SqliteReader, *args: object, **kwargs: object) -> object:
+        return getattr(self.full(), name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"The full store's :meth:`~indexer.store.base.IndexStore.{name}`."
+    return method
+
+
+for _name in sorted(SqliteReader.__abstractmethods__):  # the rest of the interface
+    setattr(SqliteReader, _name, _delegate(_name))
+abc.update_abstractmethods(SqliteReader)

@@ -7,6 +7,7 @@
   to its exit with the results printed (wall clock), and its peak resident memory (the child's
   ``ru_maxrss``); with the model's export made (a first load ran while building the library);
 * **cold image query**: ``clipsearch search --image PHOTO -k 20``, the same way;
+* **cold status**: ``clipsearch status --json``, the same way;
 * **warm queries** in one reader process (what the UI runs per search): text -> top 20 with
   records, p50 over ``--queries`` unique texts, and where the time goes (text encoder, FAISS
   search, records);
@@ -14,7 +15,9 @@
   searches: seconds from start to the page, from the first search to its results, and a
   warm search.
 
-Every variant runs ``--runs`` times, interleaved (this code, then the baseline, ...), so a noisy
+Every tree is byte-compiled first and its children may write bytecode (an installed package
+has its ``.pyc`` files; ``PYTHONDONTWRITEBYTECODE`` in this workplace's environment would make
+every cold run compile our modules again, ~0.15 s). Every variant runs ``--runs`` times, interleaved (this code, then the baseline, ...), so a noisy
 spell of the machine hits both alike; tables give medians. The libraries are synthetic rows
 written through the store API (bench/query_library.py), built once and cached; the model is a
 random full-size ViT-B/32 (``bench.datasets.benchmark_weights``). ``--baseline DIR`` runs the
@@ -43,15 +46,26 @@ TEXTS = ["kids on a beach at sunset", "a dog catching a frisbee", "snowy mountai
 
 
 def _env(tree: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CLIPSEARCH_") and k != "PYTHONDONTWRITEBYTECODE"}  # fmt: skip
     if "CLIPSEARCH_CACHE_DIR" in os.environ:
         env["CLIPSEARCH_CACHE_DIR"] = os.environ["CLIPSEARCH_CACHE_DIR"]
     return dict(env, PYTHONPATH=os.fspath(tree))
 
 
-def cold_rss(tree: Path, config: Path, args: list[str]) -> dict:
-    """As :func:`cold`, with the child's own peak RSS from ``wait4``."""
-    cmd = [sys.executable, "-m", "indexer.cli", "--config", os.fspath(config), "search", *args]
+def compile_tree(tree: Path) -> None:
+    """Byte-compile the tree's packages (as an installed package is)."""
+    import compileall
+
+    for pkg in ("indexer", "clipmodel", "app"):
+        if (tree / pkg).is_dir():
+            compileall.compile_dir(tree / pkg, quiet=1, workers=2)
+
+
+def cold_rss(tree: Path, config: Path, args: list[str], command: str = "search") -> dict:
+    """A fresh ``clipsearch COMMAND ARGS``: wall seconds from start to exit, CPU seconds,
+    and the child's own peak RSS from ``wait4``."""
+    cmd = [sys.executable, "-m", "indexer.cli", "--config", os.fspath(config), command, *args]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=_env(tree), cwd=tree)  # fmt: skip
@@ -170,6 +184,8 @@ def main() -> None:
     trees = {"this": REPO}
     if args.baseline:
         trees["baseline"] = Path(args.baseline).resolve()
+    for tree in trees.values():
+        compile_tree(tree)
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         print(f"{n:,} photos:", flush=True)
@@ -180,8 +196,8 @@ def main() -> None:
         for r in range(0 if args.skip_cold else args.runs):
             for name, tree in trees.items():
                 for what, q in (("text", [TEXTS[r % len(TEXTS)], "-k", "20"]),
-                                ("image", ["--image", photo, "-k", "20"])):  # fmt: skip
-                    m = cold_rss(tree, configs[name], q)
+                                ("image", ["--image", photo, "-k", "20"]), ("status", ["--json"])):  # fmt: skip
+                    m = cold_rss(tree, configs[name], q, "status" if what == "status" else "search")
                     runs.setdefault((name, what), []).append(m)
                     print(f"  {name} {what}: {m['s']:.2f} s (CPU {m['cpu_s']:.2f} s), "
                           f"{m['rss_mb']:.0f} MB", flush=True)  # fmt: skip
@@ -192,7 +208,7 @@ def main() -> None:
                 print(f"  {name} warm: {warms[name][-1]}", flush=True)
         for name, tree in trees.items():
             row: dict = {"images": n, "variant": name}
-            for what in ("text", "image") if runs else ():
+            for what in ("text", "image", "status") if runs else ():
                 ms = runs[(name, what)]
                 row[f"{what}_s"] = statistics.median(m["s"] for m in ms)
                 row[f"{what}_cpu_s"] = statistics.median(m["cpu_s"] for m in ms)
@@ -212,17 +228,17 @@ def main() -> None:
 
 def _table(rows: list[dict]) -> None:
     print("| photos | variant | cold text p50 s (CPU s) | text peak RSS MB | cold image p50 s "
-          "(CPU s) | warm query ms (encode / FAISS / records) |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+          "(CPU s) | cold status p50 s | warm query ms (encode / FAISS / records) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         if "text_s" not in r:
-            r.update(text_s=0, text_cpu_s=0, text_rss_mb=0, image_s=0, image_cpu_s=0)
+            r.update(text_s=0, text_cpu_s=0, text_rss_mb=0, image_s=0, image_cpu_s=0, status_s=0)
         w = r.get("warm")
         warm_s = (f"{w['search']:.1f} ({w['encode']:.1f} / {w['faiss']:.1f} / {w['records']:.1f}, "
                   f"{w['kind']})" if w else "")  # fmt: skip
         print(f"| {r['images']:,} | {r['variant']} | {r['text_s']:.2f} ({r['text_cpu_s']:.2f}) | "
               f"{r['text_rss_mb']:.0f} | {r['image_s']:.2f} ({r['image_cpu_s']:.2f}) | "
-              f"{warm_s} |")  # fmt: skip
+              f"{r.get('status_s', 0):.2f} | {warm_s} |")  # fmt: skip
         if r.get("ui"):
             u = r["ui"]
             print(f"|  | UI ({r['variant']}) | start to page {u['page_s']:.1f} s | first search "

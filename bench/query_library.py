@@ -11,7 +11,8 @@ comes from synthetic rows; a library of real files (issue 15's, ``bench/library_
 the other branch) can take their place: :func:`query_library` only has to return a config.
 
 ``baseline_copy`` makes a copy readable by code from before the FAISS file format 2 (the
-SQLite file as is, the FAISS file rewritten in format 1), for ``--baseline`` variants.
+SQLite file as is, the FAISS file rewritten in format 1, a ``flat16`` index as ``flat``), for
+``--baseline`` variants.
 """
 
 from __future__ import annotations
@@ -133,7 +134,25 @@ def _format1(src: Path, dst: Path) -> None:
     payload_len, header_len, _crc, end = struct.unpack("<QII8s", data[-24:])
     assert end == b"CSVIEND2", f"{src} is not a format 2 vector file"
     payload, header = data[:payload_len], data[payload_len : payload_len + header_len]
+    meta = json.loads(header)
+    if meta["kind"] == "flat16":  # older code knows float32 flat only: the same vectors as that
+        payload = _as_flat(payload)
+        header = json.dumps({**meta, "kind": "flat"}, sort_keys=True).encode()
     crc = zlib.crc32(payload, zlib.crc32(header))
     with open(dst, "wb") as f:
         f.write(struct.pack("<8sII", b"CSVINDEX", 1, len(header)) + header + payload)
         f.write(struct.pack("<QI8s", len(payload), crc, b"CSVIEND\x00"))
+
+
+def _as_flat(payload: bytes) -> bytes:
+    """A serialised ``IDMap2(IndexScalarQuantizer fp16)`` as ``IDMap2(IndexFlatIP)``."""
+    import faiss
+    import numpy as np
+
+    index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
+    ids = faiss.vector_to_array(index.id_map)
+    x = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    flat = faiss.IndexIDMap2(faiss.IndexFlatIP(index.d))
+    flat.add_with_ids(x, ids)
+    return faiss.serialize_index(flat).tobytes()

@@ -240,7 +240,8 @@ class QueryModel:
         # the form earlier versions kept, its tables inside (140 MB at ViT-B/32): superseded
         with contextlib.suppress(OSError):  # (a read-only cache keeps it)
             opt.with_name(f"{Path(graph).stem}-ort{version}.opt.onnx").unlink(missing_ok=True)
-        return session(Path(graph), self._threads, None, opt)
+        # a query process runs a handful of inputs: no packed copies of the weights
+        return session(Path(graph), self._threads, None, opt, prepack=False)
 
     @property
     def images_onnx(self) -> bool:

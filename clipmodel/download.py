@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import os
 import re
-import urllib.error
 import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -163,6 +160,9 @@ def _fsync_dir(path: Path) -> None:
 
 def _fetch(url: str, part: Path, progress: bool, timeout: float) -> None:
     """Stream ``url`` into ``part``, resuming from its current size when possible."""
+    import urllib.error
+    import urllib.request
+
     from tqdm import tqdm
 
     offset = part.stat().st_size if part.exists() else 0
@@ -264,6 +264,8 @@ def download_source(
                 stacklevel=2,
             )
             final.unlink()
+        import http.client  # here, not at import: a query process never downloads
+
         try:
             _fetch(src.url, part, progress, timeout)
         except (OSError, http.client.HTTPException) as e:

@@ -16,9 +16,9 @@ switches ``CURRENT`` only when it is complete; readers switch on their next quer
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,11 +26,9 @@ import numpy as np
 
 from indexer.config import Config
 from indexer.embed.encoder import ClipEncoder, Encoder, thread_plan
-from indexer.embed.images import moment_thumbnail, remove_thumbnails, thumbnail_file
 from indexer.embed.query import reader_encoder
-from indexer.learn.service import ConceptService
-from indexer.ocr.service import OcrService
-from indexer.search.albums import AlbumService
+from indexer.embed.thumbs import moment_thumbnail, remove_thumbnails, thumbnail_file
+from indexer.library_status import FAST_PATHS_KEY, status_document
 from indexer.search.engine import SearchEngine, SearchResults
 from indexer.store import (
     IndexBusyError,
@@ -41,25 +39,20 @@ from indexer.store import (
     open_location,
     set_search_threads,
 )
-from indexer.tags.duplicates import DuplicateGroup
-from indexer.tags.service import TagService
-from indexer.tags.sync import TagReport
-from indexer.tags.vocabulary import TagList, Vocabulary
 from indexer.watch.status import read_status as read_watch_status
 from indexer.watch.status import watch_status
 
-if TYPE_CHECKING:  # writing (ingest) is imported where it runs: queries start faster
+if TYPE_CHECKING:  # the services are imported where first used: a query starts faster
     from indexer.ingest.pipeline import IndexReport
+    from indexer.learn.service import ConceptService
+    from indexer.ocr.service import OcrService
+    from indexer.search.albums import AlbumService
+    from indexer.tags.duplicates import DuplicateGroup
+    from indexer.tags.service import TagService
+    from indexer.tags.sync import TagReport
+    from indexer.tags.vocabulary import TagList, Vocabulary
 
 THUMBS_NAME = "thumbs"
-FAST_PATHS_KEY = "fast_paths"  # store metadata: what the last run ran and what it measured
-
-
-def _json_or_none(text: str | None) -> dict | None:
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        return None
 
 
 class Library:
@@ -84,18 +77,41 @@ class Library:
         self._store: IndexStore | None = None
         self._current_sig: tuple | None = None
         self._mutex = threading.RLock()  # one Library may be shared by threads (e.g. the UI)
-        self.tags = TagService(cfg, self._get_store, self.encoder)
-        self.search_engine = SearchEngine(self._get_store, self.encoder, self.tags.ids_with_tags,
+        self.search_engine = SearchEngine(self._get_store, self.encoder,
+                                          lambda tags: self.tags.ids_with_tags(tags),
                                           lambda names: self.concepts.direction(names))  # fmt: skip
-        self.concepts = ConceptService(self._get_store, self.encoder, self.search_engine.resolve_ids,
-                                       lambda: set(self.tags.vocabulary().tags), self._require_writer)  # fmt: skip
-        self.albums = AlbumService(self._get_store, self.search, self._require_writer)
-        self.ocr = OcrService(cfg, self._get_store, self._require_writer)  # text in images
-        self.tags.always_shown = lambda: {c.name for c in self._get_store().concepts()}
         if not writer:
             # One query at a time: a single FAISS thread is as fast and never stalls on an
             # OpenMP barrier while another process (a running indexer) holds the other core.
             set_search_threads(1)
+
+    @cached_property
+    def tags(self) -> TagService:
+        """Tags, their vocabulary and duplicates (the services are made on first use)."""
+        from indexer.tags.service import TagService
+
+        tags = TagService(self.cfg, self._get_store, self.encoder)
+        tags.always_shown = lambda: {c.name for c in self._get_store().concepts()}
+        return tags
+
+    @cached_property
+    def concepts(self) -> ConceptService:
+        from indexer.learn.service import ConceptService
+
+        return ConceptService(self._get_store, self.encoder, self.search_engine.resolve_ids,
+                              lambda: set(self.tags.vocabulary().tags), self._require_writer)  # fmt: skip
+
+    @cached_property
+    def albums(self) -> AlbumService:
+        from indexer.search.albums import AlbumService
+
+        return AlbumService(self._get_store, self.search, self._require_writer)
+
+    @cached_property
+    def ocr(self) -> OcrService:  # text in images
+        from indexer.ocr.service import OcrService
+
+        return OcrService(self.cfg, self._get_store, self._require_writer)
 
     @classmethod
     def open(cls, cfg: Config, writer: bool = False, encoder: Encoder | None = None) -> Library:
@@ -331,33 +347,7 @@ class Library:
     def status(self, max_errors: int | None = 100) -> dict:
         """What is in the index (the ``status --json`` document)."""
         with self._mutex:
-            return self._status(max_errors)
-
-    def _status(self, max_errors: int | None) -> dict:
-        store = self.store
-        vectors = store.vector_summary()  # no full load of the vector index (issue 15)
-        meta = store.meta()
-        counts = store.counts()
-        errors = store.errors(limit=max_errors)
-        return {
-            "index_dir": os.fspath(self.dir),
-            "database": self.location.describe() if self.location.shared else None,
-            "version": self.versions.current(),
-            "model": {"name": meta.get("model_name"), "checkpoint_sha256": meta.get("checkpoint_sha256"),
-                      "embed_dim": int(meta["embed_dim"]) if "embed_dim" in meta else None},
-            "images": counts["images"],
-            "indexed": counts["ok"],
-            "errors": counts["errors"],
-            "vectors": counts["vectors"],
-            "faiss": {"kind": vectors.kind, "count": vectors.count, "generation": vectors.generation},
-            "generation": store.generation(), "videos": store.frame_counts(),
-            "watch": (watch := self.watch_status()),
-            "roots": [{"path": os.fspath(r), "indexed": n,
-                       "online": os.path.isdir(r) and r not in watch["offline_roots"]}
-                      for r, n in sorted(store.roots().items())],  # fmt: skip
-            "error_files": [{"id": r.id, "path": r.path, "error": r.error} for r in errors],
-            "fast_paths": _json_or_none(meta.get(FAST_PATHS_KEY)), "ocr": self.ocr.status(),
-        }
+            return status_document(self, max_errors)
 
     # ----------------------------------------------------------------- tags
     def vocabulary(self) -> Vocabulary:

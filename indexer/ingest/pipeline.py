@@ -27,10 +27,10 @@ from indexer.embed.images import (
     draft_target,
     read_file,
     setup_codecs,
-    thumbnail_file,
     thumbnail_source,
     write_thumbnail,
 )
+from indexer.embed.thumbs import thumbnail_file
 from indexer.embed.video import is_video
 from indexer.ingest.scan import (
     FileEntry,

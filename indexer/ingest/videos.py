@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from indexer.config import Config
-from indexer.embed.images import BadImage, moment_thumbnail, thumbnail_file, write_thumbnail
+from indexer.embed.images import BadImage, write_thumbnail
+from indexer.embed.thumbs import moment_thumbnail, thumbnail_file
 from indexer.ingest.work import IndexReport, _Result, _Work
 from indexer.store import STATUS_OK, Changes
 

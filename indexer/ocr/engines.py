@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from PIL import Image
+
+if TYPE_CHECKING:  # annotations only: a query process never imports Pillow for OCR
+    from PIL import Image
 
 PIP_HINT = "pip install 'clipsearch[ocr]'"
 APT_HINT = "apt-get install tesseract-ocr"

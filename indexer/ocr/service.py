@@ -18,10 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from PIL import Image
-
 from indexer.config import Config
-from indexer.embed.images import BadImage, decode, read_file
 from indexer.ocr.engines import OcrEngine, OcrUnavailableError, make_engine
 from indexer.store import OCR_ERROR, ImageText, IndexStore, Record
 
@@ -51,6 +48,10 @@ class OcrReader:
 
     def read(self, rec: Record) -> ImageText:
         """The text of ``rec``'s file; a bad file or an engine failure becomes an error row."""
+        from PIL import Image  # here: a query process never reads text from images
+
+        from indexer.embed.images import BadImage, decode, read_file
+
         t0 = time.perf_counter()
         name = self.engine.name
         if rec.is_video:  # videos are searched by their frames' vectors, not read

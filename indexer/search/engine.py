@@ -17,7 +17,6 @@ from datetime import datetime
 import numpy as np
 
 from indexer.embed.encoder import Encoder
-from indexer.embed.images import BadImage, decode, read_file
 from indexer.search import feedback, moments, ranking, textmatch
 from indexer.search import parse as query_mod
 from indexer.store import IndexStore, ModelMismatchError, Record, TagView
@@ -122,6 +121,8 @@ class SearchEngine:
         return enc
 
     def _image_vector(self, store: IndexStore, image: str | os.PathLike | bytes) -> np.ndarray:
+        from indexer.embed.images import BadImage, decode, read_file  # PIL: not for text
+
         try:
             data = bytes(image) if isinstance(image, (bytes, bytearray)) else read_file(image)
             dec = decode(data, max_pixels=10**9, name=None if isinstance(image, (bytes, bytearray))

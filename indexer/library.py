@@ -347,7 +347,10 @@ class Library:
     def status(self, max_errors: int | None = 100) -> dict:
         """What is in the index (the ``status --json`` document)."""
         with self._mutex:
-            return status_document(self, max_errors)
+            return status_document(
+                self.store, max_errors, index_dir=self.dir, version=self.versions.current(),
+                database=self.location.describe() if self.location.shared else None,
+                watch=self.watch_status, ocr=lambda: self.ocr.status())
 
     # ----------------------------------------------------------------- tags
     def vocabulary(self) -> Vocabulary:

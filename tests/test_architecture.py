@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("app",),
     ("indexer.cli",),
     ("indexer.library",),
+    ("indexer.library_status",),
     ("indexer.watch",),
     ("indexer.ingest", "indexer.search", "indexer.tags", "indexer.learn", "indexer.ocr"),
     ("indexer.embed", "indexer.store"),

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.store.records import VectorState
 from indexer.store.sqlite import reads
 from indexer.store.sqlite.reads import Sql
+from indexer.store.vectors.file import read_header
 from indexer.store.vectors.index import VectorIndex, start_kind
 from indexer.store.versions import file_signature
 
@@ -99,3 +101,36 @@ class FaissMirror:
         elif self.gen == sql_gen:
             return False
         return self.replay(sql, sql_gen) or True
+
+    # ----------------------------------------------------------------- what both stores read
+    def state(self) -> VectorState:
+        if self.index is None:
+            return VectorState(None, 0, self.gen)
+        return VectorState(self.index.kind, len(self.index), self.gen)
+
+    def summary(self, sql: Sql, refresh: Callable[[], object]) -> VectorState:
+        """Without loading FAISS when it is not loaded yet: a refresh makes its ids those of
+        the SQLite vectors (the store's invariant), so the count is SQLite's (a counter row)
+        and the kind the saved file's (its header)."""
+        if self.index is None:
+            try:
+                kind = str(read_header(self.path)["kind"])
+            except (OSError, ValueError, KeyError):
+                kind = None
+            if kind is not None:
+                return VectorState(kind, reads.vector_count(sql), reads.meta_int(sql, "generation"))
+        refresh()
+        return self.state()
+
+    def search(
+        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.index is None:
+            return np.full(k, -np.inf, np.float32), np.full(k, -1, np.int64)
+        scores, ids = self.index.search(query[None, :], k, allowed_ids=allowed_ids)
+        return scores[0], ids[0]
+
+    def sample(self, n: int, dim: int | None) -> np.ndarray:
+        if self.index is None:
+            return np.zeros((0, dim or 0), np.float32)
+        return self.index.sample(n)

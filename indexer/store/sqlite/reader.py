@@ -27,7 +27,6 @@ from indexer.store.sqlite import reads
 from indexer.store.sqlite.frame_search import FrameCache
 from indexer.store.sqlite.mirror import FaissMirror
 from indexer.store.sqlite.reads import Sql
-from indexer.store.vectors.file import read_header
 from indexer.store.vectors.index import VectorIndex
 
 DB_NAME = "index.sqlite"
@@ -110,37 +109,19 @@ class SqliteReader(IndexStore):
             return self.mirror.refresh(sql, self.dim)
 
     def vector_state(self) -> VectorState:
-        if self.mirror.index is None:
-            return VectorState(None, 0, self.mirror.gen)
-        return VectorState(self.mirror.index.kind, len(self.mirror.index), self.mirror.gen)
+        return self.mirror.state()
 
     def vector_summary(self) -> VectorState:
-        """As the full store's: the saved file's kind and SQLite's count, without loading."""
-        if self.mirror.index is None:
-            try:
-                kind = str(read_header(self.faiss_path)["kind"])
-            except (OSError, ValueError, KeyError):
-                kind = None
-            if kind is not None:
-                with self._sql() as sql:
-                    return VectorState(
-                        kind, reads.vector_count(sql), reads.meta_int(sql, "generation")
-                    )
-        self.refresh()
-        return self.vector_state()
+        with self._sql() as sql:
+            return self.mirror.summary(sql, self.refresh)
 
     def search_vectors(
         self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        if self.mirror.index is None:
-            return np.full(k, -np.inf, np.float32), np.full(k, -1, np.int64)
-        scores, ids = self.mirror.index.search(query[None, :], k, allowed_ids=allowed_ids)
-        return scores[0], ids[0]
+        return self.mirror.search(query, k, allowed_ids)
 
     def sample_vectors(self, n: int) -> np.ndarray:
-        if self.mirror.index is None:
-            return np.zeros((0, self.dim() or 0), np.float32)
-        return self.mirror.index.sample(n)
+        return self.mirror.sample(n, self.dim())
 
     def search_frames(
         self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None

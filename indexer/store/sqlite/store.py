@@ -38,7 +38,6 @@ from indexer.store.sqlite.schema import (
 )
 from indexer.store.sqlite.tags import SqliteTags
 from indexer.store.vectors.checks import normalize
-from indexer.store.vectors.file import read_header
 from indexer.store.vectors.index import VectorIndex, choose_kind, start_kind
 from indexer.store.versions import file_signature
 from indexer.types import ModelIdentity
@@ -294,37 +293,19 @@ class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
 
     # ----------------------------------------------------------------- searching
     def vector_state(self) -> VectorState:
-        if self.index is None:
-            return VectorState(None, 0, self.index_gen)
-        return VectorState(self.index.kind, len(self.index), self.index_gen)
+        return self.mirror.state()
 
     def vector_summary(self) -> VectorState:
-        """Without loading FAISS when it is not loaded yet: a refresh makes its ids those of
-        the SQLite vectors (the store's invariant), so the count is SQLite's (a counter row)
-        and the kind the saved file's (its header)."""
-        if self.index is None:
-            try:
-                kind = str(read_header(self.faiss_path)["kind"])
-            except (OSError, ValueError, KeyError):
-                kind = None
-            if kind is not None:
-                with self._connect() as conn:
-                    return VectorState(kind, db.vector_count(conn), db.get_generation(conn))
-        self.refresh()
-        return self.vector_state()
+        with self._connect() as conn:
+            return self.mirror.summary(driver(conn), self.refresh)
 
     def search_vectors(
         self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        if self.index is None:
-            return np.full(k, -np.inf, np.float32), np.full(k, -1, np.int64)
-        scores, ids = self.index.search(query[None, :], k, allowed_ids=allowed_ids)
-        return scores[0], ids[0]
+        return self.mirror.search(query, k, allowed_ids)
 
     def sample_vectors(self, n: int) -> np.ndarray:
-        if self.index is None:
-            return np.zeros((0, self.dim() or 0), np.float32)
-        return self.index.sample(n)
+        return self.mirror.sample(n, self.dim())
 
     def close(self) -> None:
         if self.writer:

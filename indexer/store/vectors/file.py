@@ -233,12 +233,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def stored_ids(index: faiss.Index | None, kind: str, dim: int, path: Path) -> np.ndarray:
-    """Ids read back from a loaded FAISS index, after checking it matches ``kind``/``dim``."""
+def check_index(index: faiss.Index | None, kind: str, dim: int, path: Path) -> None:
+    """Raise ValueError unless a loaded FAISS index matches ``kind`` and ``dim``."""
     if index is None:
         if kind in ("flat", "flat16", "hnsw"):
             raise ValueError(f"{path}: {kind} index has no FAISS payload")
-        return np.empty(0, dtype=np.int64)
+        return
     expected = {
         "flat": (faiss.IndexIDMap2, faiss.IndexFlatIP),
         "flat16": (faiss.IndexIDMap2, faiss.IndexScalarQuantizer),
@@ -255,6 +255,13 @@ def stored_ids(index: faiss.Index | None, kind: str, dim: int, path: Path) -> np
         or index.metric_type != faiss.METRIC_INNER_PRODUCT
     ):
         raise ValueError(f"{path}: FAISS index does not match kind={kind} dim={dim}")
+
+
+def stored_ids(index: faiss.Index | None, kind: str, path: Path | None) -> np.ndarray:
+    """The ids a (checked) FAISS index holds, sorted (~0.07 s at 1M ivf-sq8: read when first
+    needed, not at load)."""
+    if index is None:
+        return np.empty(0, dtype=np.int64)
     if kind in ("flat", "flat16", "hnsw"):
         ids = faiss.vector_to_array(index.id_map)
     else:

@@ -55,7 +55,8 @@ class VectorIndex:
         self.kind = kind
         self._params = params
         self._index = index
-        self._ids = np.empty(0, dtype=np.int64)  # sorted mirror of the stored ids
+        self._id_cache: np.ndarray | None = np.empty(0, dtype=np.int64)  # the stored ids, sorted
+        self._path: Path | None = None  # of a loaded index (whose ids are read on first use)
         # FAISS maps the file (load(mmap=True)): its arrays are views that cannot grow, so a
         # change first copies the index into memory (_own)
         self._mapped = False
@@ -196,8 +197,20 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- inspection
 
+    @property
+    def _ids(self) -> np.ndarray:
+        if self._id_cache is None:  # a loaded index: read when first needed
+            self._id_cache = file_format.stored_ids(self._index, self.kind, self._path)
+        return self._id_cache
+
+    @_ids.setter
+    def _ids(self, ids: np.ndarray) -> None:
+        self._id_cache = ids
+
     def __len__(self) -> int:
-        return int(self._ids.size)
+        if self._id_cache is None:
+            return int(self._index.ntotal) if self._index is not None else 0
+        return int(self._id_cache.size)
 
     def __repr__(self) -> str:
         return f"VectorIndex(kind={self.kind!r}, dim={self.dim}, n={len(self)})"
@@ -374,7 +387,9 @@ class VectorIndex:
             raise ValueError(f"{path}: bad index header: {exc}") from exc
         self = cls(dim, kind, params, index)
         self._mapped, self.file_signature = mapped, sig
-        self._ids = file_format.stored_ids(self._index, self.kind, self.dim, path)
-        if self._ids.size != count:
-            raise ValueError(f"{path}: header says {count} vectors, index holds {self._ids.size}")
+        file_format.check_index(self._index, self.kind, self.dim, path)
+        held = int(self._index.ntotal) if self._index is not None else 0
+        if held != count:
+            raise ValueError(f"{path}: header says {count} vectors, index holds {held}")
+        self._id_cache, self._path = None, path
         return self, generation

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from .datasets import benchmark_weights, coco_photos
+from .library_1m import compile_tree
 from .query_library import baseline_copy, query_library
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,15 +52,6 @@ def _env(tree: Path) -> dict:
     if "CLIPSEARCH_CACHE_DIR" in os.environ:
         env["CLIPSEARCH_CACHE_DIR"] = os.environ["CLIPSEARCH_CACHE_DIR"]
     return dict(env, PYTHONPATH=os.fspath(tree))
-
-
-def compile_tree(tree: Path) -> None:
-    """Byte-compile the tree's packages (as an installed package is)."""
-    import compileall
-
-    for pkg in ("indexer", "clipmodel", "app"):
-        if (tree / pkg).is_dir():
-            compileall.compile_dir(tree / pkg, quiet=1, workers=2)
 
 
 def cold_rss(tree: Path, config: Path, args: list[str], command: str = "search") -> dict:

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .library_1m import REPO, bench_env, library
+from .library_1m import REPO, bench_env, compile_tree, library
 
 BASE, HEAD = "baseline", "this code"
 
@@ -206,6 +206,8 @@ def main() -> None:
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     base_tree = Path(args.baseline).resolve()
+    for tree in (base_tree, REPO):
+        compile_tree(tree)
     base_cfg = library(args.real, args.total, base_tree)
     res: dict = {"build": json.loads((base_cfg.parent / "build.json").read_text())}
     res["disk_" + BASE] = disk(base_cfg)

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .image_spec import MEAN, STD
+
 __all__ = ["EXPORT_VERSION", "QUANTIZATIONS", "OnnxUnavailableError", "code_version",
            "image_patches", "onnxruntime_available", "pixels_from_normalized", "session"]  # fmt: skip
 
@@ -63,8 +65,6 @@ def image_patches(pixels: np.ndarray, patch: int) -> np.ndarray:
 def pixels_from_normalized(images: np.ndarray) -> np.ndarray:
     """Normalised float images (B, 3, H, W) -> the 8-bit RGB pixels (B, H, W, 3) they came from
     (exact for ``preprocess``'s output; other values round to the nearest 8-bit level)."""
-    from .preprocess import MEAN, STD  # (Pillow, which a text query does not need)
-
     std, mean = np.asarray(STD, np.float32), np.asarray(MEAN, np.float32)
     pixels = images.transpose(0, 2, 3, 1) * (255.0 * std) + 255.0 * mean
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +19,8 @@ from PIL import Image, ImageOps
 if TYPE_CHECKING:
     import torch
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
+from .image_spec import MEAN, STD, ImageSpec, describe  # noqa: F401 - re-exported
+
 # Modes PIL resizes with true bicubic filtering and that the official pipeline handles as is.
 _NATIVE_MODES = {"RGB", "RGBA", "L"}
 
@@ -211,19 +210,6 @@ def to_tensor(
     return torch.from_numpy(to_array(img, mean, std))
 
 
-@dataclass(frozen=True)
-class ImageSpec:
-    """A model's image preprocessing: size, normalisation, and whether the short side is
-    resized then centre-cropped (OpenAI, open_clip) or the image squashed to size x size
-    without crop (SigLIP)."""
-
-    size: int
-    mean: tuple[float, ...] = MEAN
-    std: tuple[float, ...] = STD
-    crop: bool = True
-    resample: str = "bicubic"  # or "bilinear"
-
-
 class Preprocess:
     """Callable image -> model input tensor (3, n, n): OpenAI's ``preprocess`` by default, or
     the preprocessing another model family's ``spec`` describes."""
@@ -238,8 +224,7 @@ class Preprocess:
     @property
     def is_openai(self) -> bool:
         """True for OpenAI's pipeline (short side, centre crop, OpenAI's mean and std)."""
-        s = self.spec
-        return s.crop and tuple(s.mean) == MEAN and tuple(s.std) == STD and s.resample == "bicubic"
+        return self.spec.is_openai
 
     def resize(self, img: Image.Image, fast: bool = False) -> Image.Image:
         """Step one: the short side to n (crop models) or the image to n x n (the others)."""
@@ -276,15 +261,7 @@ class Preprocess:
         return to_array(self.crop(image), tuple(self.spec.mean), tuple(self.spec.std))
 
     def __repr__(self) -> str:
-        s = self.spec
-        if self.is_openai:
-            return (
-                f"Preprocess(Resize({self.n_px}, bicubic), CenterCrop({self.n_px}), RGB, "
-                f"ToTensor, Normalize(mean={MEAN}, std={STD}))"
-            )
-        resize = (f"Resize({self.n_px}, {s.resample}), CenterCrop({self.n_px})" if s.crop
-                  else f"Resize(({self.n_px}, {self.n_px}), {s.resample})")  # fmt: skip
-        return f"Preprocess({resize}, RGB, ToTensor, Normalize(mean={s.mean}, std={s.std}))"
+        return describe(self.n_px, self.spec)
 
 
 def transform(n_px: int) -> Preprocess:

@@ -349,7 +349,9 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {found}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        # libyaml's loader where PyYAML has it: 0.6 ms instead of 11 ms for the commented
+        # config.yaml, on every command's start
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML in {found}: {exc}".splitlines()[0]) from None
     try:

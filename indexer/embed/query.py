@@ -50,13 +50,13 @@ class QueryEncoder:
     """
 
     def __init__(self, model: Any, name: str, fallback: Callable[[], Encoder] | None = None):
-        from clipmodel.preprocess import Preprocess
+        from clipmodel.image_spec import describe
 
         self.model = model
         self._fallback = fallback
         self._full: Encoder | None = None
         self.image_resolution = int(model.image_resolution)
-        settings = {"preprocess": repr(Preprocess(self.image_resolution)),
+        settings = {"preprocess": describe(self.image_resolution),
                     "resolution": self.image_resolution}  # fmt: skip
         # as ClipEncoder's, so that the index's model check sees the same model
         self.identity = ModelIdentity(name, str(model.checkpoint_sha256), int(model.embed_dim),

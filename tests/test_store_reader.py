@@ -138,3 +138,23 @@ def test_opening_and_querying_a_reader_never_imports_sqlalchemy(tmp_path):
                          env={**os.environ, "PYTHONPATH": os.fspath(REPO)}, timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_replay_reads_every_page_of_new_vectors(tmp_path, monkeypatch):
+    from indexer.store.sqlite import mirror
+
+    monkeypatch.setattr(mirror, "_REPLAY_PAGE", 4)  # 11 new vectors: pages of 4, 4 and 3
+    path = tmp_path / "v1"
+    writer = _fill(path)
+    reader = SqliteReader(path)
+    try:
+        reader.refresh()
+        before = len(reader.index)
+        new = _unit(11, 11)
+        writer.apply(Changes([_row(60 + i, vector=new[i]) for i in range(11)], [], [], []))
+        assert reader.refresh() and len(reader.index) == before + 11
+        for v in new:
+            assert reader.search_vectors(v, 1)[0][0] > 0.999
+    finally:
+        reader.close()
+        writer.close()

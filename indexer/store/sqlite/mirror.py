@@ -78,6 +78,8 @@ class FaissMirror:
                 break
             self.index.add(*reads.decode_rows(rows))
             added += len(rows)
+            if len(rows) < _REPLAY_PAGE:  # the last page: no second scan for a small replay
+                break
             last = rows[-1][0]
         self.gen = upto
         return bool(gone or added)

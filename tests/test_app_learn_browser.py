@@ -14,6 +14,7 @@ from tests.test_app_browser import _rendered_images, _shoot, _wait_idle, browser
 pytestmark = pytest.mark.timeout(300)
 
 _NAMES = """() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stCaptionContainer"]')]
+    .filter(e => !e.closest('[data-stale="true"]'))
     .map(e => e.innerText).filter(t => t.includes(' · ')).map(t => t.split(' · ').pop())"""
 
 
@@ -61,8 +62,18 @@ def _grid(page) -> list[str]:
 
 
 def _names(page) -> list[str]:
+    """Result file names in grid order, from the current run's elements once two reads half a
+    second apart agree (a rerun replaces the grid piece by piece: a read in between mixed the
+    new ranking's first places with the old one's)."""
     _wait_idle(page)
-    return [n for n in page.evaluate(_NAMES) if n.endswith(".jpg")]
+    last, end = None, time.monotonic() + 60
+    while time.monotonic() < end:
+        now = [n for n in page.evaluate(_NAMES) if n.endswith(".jpg")]
+        if now and now == last:
+            return now
+        last = now
+        page.wait_for_timeout(500)
+    raise AssertionError(f"the result names never settled: {last}")
 
 
 def test_marks_concept_and_album_in_chromium(server, browser, tmp_path):  # noqa: F811

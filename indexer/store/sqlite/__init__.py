@@ -2,7 +2,7 @@
 
 ``schema`` (tables, migrations, PRAGMAs, driver-error translation), ``queries`` (reads),
 ``tags`` (tag rows), ``store`` (:class:`SqliteStore`: writes, FAISS sync, vector search);
-``reads``, ``mirror``, ``frame_search`` and ``reader`` (:class:`SqliteReader`, what a query
+``reads``, ``mirror``, ``frame_search``, ``shared`` (the reads both stores answer alike) and ``reader`` (:class:`SqliteReader`, what a query
 process opens) use the standard library's ``sqlite3`` only. Nothing is imported here, so a
 reader never loads SQLAlchemy.
 """

@@ -14,10 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy import Connection, delete, insert, select
 
-from indexer.store.sqlite import reads
 from indexer.store.sqlite import schema as db
-from indexer.store.sqlite.frame_search import FrameCache
-from indexer.store.sqlite.queries import chunks, decode_rows, driver, encode_vector
+from indexer.store.sqlite.queries import chunks, decode_rows, encode_vector
 from indexer.store.sqlite.reads import FRAMES_GEN_KEY
 from indexer.store.sqlite.schema import FrameRow
 from indexer.store.vectors.checks import as_frames
@@ -54,15 +52,6 @@ def drop_frames(conn: Connection, ids: Sequence[int]) -> int:
 class SqliteFrames:
     """The frame reads of :class:`~indexer.store.sqlite.SqliteStore` (needs ``_connect``)."""
 
-    _frame_cache: FrameCache
-
-    def search_frames(
-        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with self._connect() as conn:  # type: ignore[attr-defined]
-            matrix = self._frame_cache.matrix(driver(conn))
-        return matrix.search(query, k, allowed_ids)
-
     def frames(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         with self._connect() as conn:  # type: ignore[attr-defined]
             rows = conn.execute(
@@ -74,11 +63,6 @@ class SqliteFrames:
             return np.empty(0, np.int64), np.zeros((0, self.dim() or 0), np.float32)  # type: ignore[attr-defined]
         times, vecs = decode_rows(rows)
         return times, vecs
-
-    def frame_counts(self) -> dict[str, int]:
-        with self._connect() as conn:  # type: ignore[attr-defined]
-            return reads.frame_counts(driver(conn))
-
 
 class FrameChanges:
     """The frame side of one :meth:`SqliteStore.apply`: gathered per row, written at the end

@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, select
 
 from indexer.store.records import OCR_ERROR, ImageText, TextMatch, compact_text, text_from_row
-from indexer.store.sqlite import reads
 from indexer.store.sqlite import schema as db
-from indexer.store.sqlite.queries import StoreQueries, chunks, driver
+from indexer.store.sqlite.queries import StoreQueries, chunks
 from indexer.store.sqlite.schema import MetaRow, OcrTextRow
 
 OCR_GEN_KEY = "ocr_gen"
@@ -80,10 +79,6 @@ class SqliteOcr(StoreQueries):
                 sql = "SELECT o.image_id, o.text FROM ocr_text o WHERE o.compact LIKE ?"
                 rows = conn.exec_driver_sql(sql + tail, (f"%{q}%", *extra)).all()
         return [TextMatch(int(i), str(t)) for i, t in rows]
-
-    def ocr_counts(self) -> dict[str, int]:
-        with self._connect() as conn:
-            return reads.ocr_counts(driver(conn), OCR_ERROR)
 
     def ocr_errors(self, limit: int | None = None) -> list[ImageText]:
         q = select(OcrTextRow).where(OcrTextRow.status == OCR_ERROR).order_by(OcrTextRow.image_id)

@@ -14,7 +14,6 @@ import numpy as np
 from sqlalchemy import Connection, Engine, func, select
 
 from indexer.store.records import STATUS_OK, Record
-from indexer.store.sqlite import reads
 from indexer.store.sqlite.reads import CHUNK, Sql, chunks, decode_rows, encode_vector  # noqa: F401
 from indexer.store.sqlite.schema import ImageRow, VectorRow, translated_errors
 
@@ -59,6 +58,12 @@ class StoreQueries:
             yield conn
 
     @contextmanager
+    def _sql(self) -> Iterator[Sql]:
+        """One connection's plain-SQL runner (for :class:`~indexer.store.sqlite.shared.SqlReads`)."""
+        with self._connect() as conn:
+            yield driver(conn)
+
+    @contextmanager
     def _begin(self) -> Iterator[Connection]:
         with translated_errors(), self.engine.begin() as conn:
             yield conn
@@ -83,11 +88,6 @@ class StoreQueries:
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, self.dim() or 0), np.float32)
         return decode_rows(rows)
-
-    def records(self, ids: Sequence[int]) -> dict[int, Record]:
-        """Image records by id (missing ids are left out)."""
-        with self._connect() as conn:
-            return reads.records(driver(conn), ids)
 
     def record_by_path(self, path: str | os.PathLike) -> Record | None:
         key = os.fsencode(os.path.abspath(path))
@@ -134,15 +134,3 @@ class StoreQueries:
             q = q.where(ImageRow.taken_at <= until)
         with self._connect() as conn:
             return np.asarray(conn.execute(q).scalars().all(), dtype=np.int64)
-
-    def counts(self) -> dict[str, int]:
-        with self._connect() as conn:
-            return reads.counts(driver(conn))
-
-    def errors(self, limit: int | None = None) -> list[Record]:
-        with self._connect() as conn:
-            return reads.errors(driver(conn), limit)
-
-    def roots(self) -> dict[str, int]:
-        with self._connect() as conn:
-            return reads.roots(driver(conn))

@@ -14,26 +14,23 @@ from __future__ import annotations
 import abc
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from indexer.store.base import IndexStore
 from indexer.store.errors import IndexMissingError, StoreError, StoreUnavailableError
-from indexer.store.records import OCR_ERROR, Record, VectorState
 from indexer.store.sqlite import reads
 from indexer.store.sqlite.frame_search import FrameCache
 from indexer.store.sqlite.mirror import FaissMirror
 from indexer.store.sqlite.reads import Sql
-from indexer.store.vectors.index import VectorIndex
+from indexer.store.sqlite.shared import SqlReads
 
 DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
 
 
-class SqliteReader(IndexStore):
+class SqliteReader(SqlReads, IndexStore):
     """One SQLite + FAISS version directory, for reading (see the module docstring)."""
 
     writer = False
@@ -47,7 +44,7 @@ class SqliteReader(IndexStore):
             raise IndexMissingError(f"no index in {self.path}; run `clipsearch index` first")
         self._uri = self.db_path.resolve().as_uri() + "?mode=rw"  # never creates the file
         self.mirror = FaissMirror(self.faiss_path, writer=False, kind=kind)
-        self._frames = FrameCache()
+        self._frame_cache = FrameCache()
         self._full_store: IndexStore | None = None
         self._full_lock = threading.Lock()
         with self._sql() as sql:
@@ -86,76 +83,6 @@ class SqliteReader(IndexStore):
         if name.startswith("__") or name in ("_full_store", "_full_lock"):
             raise AttributeError(name)
         return getattr(self.full(), name)
-
-    # ----------------------------------------------------------------- what queries read
-    def meta(self) -> dict[str, str]:
-        with self._sql() as sql:
-            return reads.meta(sql)
-
-    def generation(self) -> int:
-        with self._sql() as sql:
-            return reads.meta_int(sql, "generation")
-
-    @property
-    def index(self) -> VectorIndex | None:
-        return self.mirror.index
-
-    @property
-    def index_gen(self) -> int:
-        return self.mirror.gen
-
-    def refresh(self) -> bool:
-        with self._sql() as sql:
-            return self.mirror.refresh(sql, self.dim)
-
-    def vector_state(self) -> VectorState:
-        return self.mirror.state()
-
-    def vector_summary(self) -> VectorState:
-        with self._sql() as sql:
-            return self.mirror.summary(sql, self.refresh)
-
-    def search_vectors(
-        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return self.mirror.search(query, k, allowed_ids)
-
-    def sample_vectors(self, n: int) -> np.ndarray:
-        return self.mirror.sample(n, self.dim())
-
-    def search_frames(
-        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with self._sql() as sql:
-            matrix = self._frames.matrix(sql)
-        return matrix.search(query, k, allowed_ids)
-
-    def records(self, ids: Sequence[int]) -> dict[int, Record]:
-        with self._sql() as sql:
-            return reads.records(sql, ids)
-
-    def counts(self) -> dict[str, int]:
-        with self._sql() as sql:
-            return reads.counts(sql)
-
-    def errors(self, limit: int | None = None) -> list[Record]:
-        with self._sql() as sql:
-            return reads.errors(sql, limit)
-
-    def roots(self) -> dict[str, int]:
-        with self._sql() as sql:
-            return reads.roots(sql)
-
-    def frame_counts(self) -> dict[str, int]:
-        with self._sql() as sql:
-            return reads.frame_counts(sql)
-
-    def ocr_counts(self) -> dict[str, int]:
-        with self._sql() as sql:
-            return reads.ocr_counts(sql, OCR_ERROR)
-
-    def last_modified(self) -> float | None:
-        return reads.last_modified(self.db_path)
 
     # ----------------------------------------------------------------- no writing here
     def save(self, force: bool = False, interval: float | None = None) -> bool:

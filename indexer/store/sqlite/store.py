@@ -21,8 +21,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from indexer.store.base import IndexStore
 from indexer.store.errors import IndexMissingError
-from indexer.store.records import Changes, VectorState
-from indexer.store.sqlite import reads
+from indexer.store.records import Changes
 from indexer.store.sqlite import schema as db
 from indexer.store.sqlite.frame_search import FrameCache
 from indexer.store.sqlite.frames import FrameChanges, SqliteFrames
@@ -36,6 +35,7 @@ from indexer.store.sqlite.schema import (
     TombstoneRow,
     VectorRow,
 )
+from indexer.store.sqlite.shared import SqlReads
 from indexer.store.sqlite.tags import SqliteTags
 from indexer.store.vectors.checks import normalize
 from indexer.store.vectors.index import VectorIndex, choose_kind, start_kind
@@ -46,7 +46,7 @@ DB_NAME = "index.sqlite"
 FAISS_NAME = "vectors.faiss"
 
 
-class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
+class SqliteStore(SqlReads, SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
     """SQLite + FAISS for one index version directory; ``writer`` stores must hold the lock."""
 
     def __init__(self, path: Path, writer: bool = False, kind: str = "auto"):
@@ -72,14 +72,6 @@ class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
             self.repair()
 
     # ----------------------------------------------------------------- metadata / model
-    def meta(self) -> dict[str, str]:
-        with self._connect() as conn:
-            return db.get_meta(conn)
-
-    def generation(self) -> int:
-        with self._connect() as conn:
-            return db.get_generation(conn)
-
     def bind_model(self, identity: ModelIdentity) -> None:
         self.check_model(identity)
         with self._begin() as conn:
@@ -113,11 +105,6 @@ class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
     @index_gen.setter
     def index_gen(self, value: int) -> None:
         self.mirror.gen = value
-
-    def refresh(self) -> bool:
-        """Bring the in-memory FAISS index up to the SQLite generation; True if it changed."""
-        with self._connect() as conn:
-            return self.mirror.refresh(driver(conn), self.dim)
 
     def repair(self) -> dict:
         """Writer start-up: load, replay, verify id sets against SQLite, fix and save."""
@@ -287,25 +274,6 @@ class SqliteStore(SqliteTags, SqliteOcr, SqliteFrames, IndexStore):
             conn.execute(delete(TombstoneRow).where(TombstoneRow.image_id.in_(had)))
             conn.execute(insert(TombstoneRow), [{"image_id": i, "gen": gen} for i in had])
         return list(had)
-
-    def last_modified(self) -> float | None:
-        return reads.last_modified(self.db_path)
-
-    # ----------------------------------------------------------------- searching
-    def vector_state(self) -> VectorState:
-        return self.mirror.state()
-
-    def vector_summary(self) -> VectorState:
-        with self._connect() as conn:
-            return self.mirror.summary(driver(conn), self.refresh)
-
-    def search_vectors(
-        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return self.mirror.search(query, k, allowed_ids)
-
-    def sample_vectors(self, n: int) -> np.ndarray:
-        return self.mirror.sample(n, self.dim())
 
     def close(self) -> None:
         if self.writer:

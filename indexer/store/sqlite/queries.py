@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, func, select
 
 from indexer.store.records import STATUS_OK, Record
-from indexer.store.sqlite.reads import CHUNK, Sql, chunks, decode_rows, encode_vector  # noqa: F401
+from indexer.store.sqlite.reads import Sql, chunks, decode_rows, encode_vector  # noqa: F401 - re-exported
 from indexer.store.sqlite.schema import ImageRow, VectorRow, translated_errors
 
 _IMAGES = ImageRow.__table__

@@ -11,16 +11,16 @@ COCO = REPO.parent / "shared" / "datasets" / "coco-mini"
 CACHE = REPO / ".bench"  # generated inputs and checkpoints (git-ignored)
 
 
-def benchmark_weights(path: str | None) -> Path:
-    """The checkpoint to benchmark: ``path`` if given, else a cached random full-size ViT-B/32
-    (built with OpenAI's reference class, as the tests do)."""
+def benchmark_weights(path: str | None, arch: str = "ViT-B/32") -> Path:
+    """The checkpoint to benchmark: ``path`` if given, else a cached random ``arch`` (a full-size
+    ViT-B/32 by default; built with OpenAI's reference class, as the tests do)."""
     if path:
         return Path(path)
-    weights = CACHE / "vit-b-32-random.pt"
+    weights = CACHE / f"{arch.lower().replace('/', '-').replace('@', '-')}-random.pt"
     if not weights.exists():
         from tests.checkpoints import write_random_checkpoint
 
-        write_random_checkpoint(weights, "ViT-B/32", seed=1)
+        write_random_checkpoint(weights, arch, seed=1)
     return weights
 
 

@@ -136,6 +136,20 @@ def test_marks_concept_and_album_in_chromium(server, browser, tmp_path):  # noqa
     ]
     shown = run_json(["albums", "show", "buses"], server["config"])["results"]
 
+    # one more Good mark, added to the existing concept: it is refitted in place
+    fourth = [i for i in _grid(page) if i not in marked][0]
+    live = ":not([data-stale='true']):not([data-stale='true'] *)"
+    page.locator(f".st-key-good_{fourth}{live} button").first.click()
+    page.get_by_text("4 good", exact=True).wait_for()
+    _wait_idle(page)
+    _click(page, "Add 4 good, 1 bad to it")
+    page.get_by_text("Concept ui concept refitted: 4 examples, 1 counter-example;").wait_for()
+    (edited,) = run_json(["concepts"], server["config"])["concepts"]
+    assert edited["examples"] == concepts[0]["examples"] + [int(fourth)]
+    assert edited["negatives"] == concepts[0]["negatives"]
+    assert edited["created"] == concepts[0]["created"] and edited["updated"] > concepts[0]["updated"]
+    _shoot(page, tmp_path, "concept-refitted")
+
     # clearing the marks restores the plain ranking (negative control of the re-rank)
     _click(page, "Clear marks")
     page.get_by_text("Mark results Good or Bad").wait_for()

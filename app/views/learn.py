@@ -59,6 +59,7 @@ def marks_bar(lib, cfg: Config, req: service.SearchRequest) -> None:  # noqa: AN
                 if c is not None:
                     st.success(f"Concept **{c['name']}** created: {c['photos']} photos carry it "
                                f"(tag “{c['name']}”).")  # fmt: skip
+            _edit_row(lib, cfg, good, bad)
             a1, a2 = st.columns([3, 2], vertical_alignment="bottom")
             album = a1.text_input("Album name", key="album_name", placeholder="summer 2024")
             if a2.button("Save search as album", key="save_album"):
@@ -68,6 +69,30 @@ def marks_bar(lib, cfg: Config, req: service.SearchRequest) -> None:  # noqa: AN
                            threshold=req.threshold, adaptive=req.adaptive)  # fmt: skip
                 if a is not None:
                     st.success(f"Album **{a['name']}** saved (see Albums).")
+
+
+def _edit_row(lib, cfg: Config, good: tuple, bad: tuple) -> None:  # noqa: ANN001
+    """Refit an existing concept from the marks: good ones become examples, bad ones
+    counter-examples (and stop being examples)."""
+    names = sorted(c.name for c in lib.concepts.list())
+    if not names:
+        return
+    e1, e2 = st.columns([3, 2], vertical_alignment="bottom")
+    target = e1.selectbox("Existing concept", names, key="edit_concept")
+    if e2.button(f"Add {len(good)} good, {len(bad)} bad to it", key="edit_concept_go",
+                 disabled=not (good or bad),
+                 help="Good marks join its examples, bad ones its counter-examples; it is "
+                      "refitted at once"):  # fmt: skip
+        c = _write(cfg, "concept.edit", name=target, add=list(good), remove=list(bad),
+                   add_negatives=list(bad), remove_negatives=list(good))  # fmt: skip
+        if c is not None:
+            st.success(f"Concept **{c['name']}** refitted: {_count(c['examples'], 'example')}, "
+                       f"{_count(c['negatives'], 'counter-example')}; {c['photos']} photos "
+                       "carry it.")  # fmt: skip
+
+
+def _count(items: list, word: str) -> str:
+    return f"{len(items)} {word}{'' if len(items) == 1 else 's'}"
 
 
 def render_albums(lib, cfg: Config) -> None:  # noqa: ANN001

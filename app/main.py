@@ -114,6 +114,7 @@ def main() -> None:
                 learn.render_albums(lib, cfg)
             elif view == "Tags" and tags is not None:
                 tags_view.render(tags)
+                learn.render_concepts(lib, cfg)
             elif detail_id is not None:
                 detail.render(lib, cfg, int(detail_id))
             else:

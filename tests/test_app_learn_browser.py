@@ -1,6 +1,7 @@
 """Issue 16 in the UI, in real headless Chromium: marking results Good/Bad re-ranks them,
-a concept is taught from the results marked good, the search is saved as a smart album and
-shown in the Albums view (the `clipsearch ui` server of tests/test_app_browser.py)."""
+a concept is taught from the results marked good and refitted with one more, the search is
+saved as a smart album and shown in the Albums view, the concept is listed under the tags, and
+both are deleted (the `clipsearch ui` server of tests/test_app_browser.py)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,18 @@ def _click(page, name: str) -> None:
                 raise
         assert time.monotonic() < end, f"{button.count()} live buttons {name!r}"
         page.wait_for_timeout(200)
+
+
+def _open_popover(page) -> None:
+    """Open the page's one popover once the previous view's has gone (its button's name
+    carries the chevron icon's text, so it is found by its test id)."""
+    trigger = page.locator('[data-testid="stPopoverButton"]:not([data-stale="true"] *):visible')
+    end = time.monotonic() + 60
+    while trigger.count() != 1:
+        assert time.monotonic() < end, f"{trigger.count()} popovers"
+        page.wait_for_timeout(200)
+    _wait_idle(page)
+    trigger.click()
 
 
 def _grid(page) -> list[str]:
@@ -160,4 +173,22 @@ def test_marks_concept_and_album_in_chromium(server, browser, tmp_path):  # noqa
     _rendered_images(page, 20)
     assert _names(page)[:5] == [r["path"].rsplit("/", 1)[-1] for r in shown[:5]]
     _shoot(page, tmp_path, "albums")
+
+    # the concept is listed under the tags; both it and the album can be deleted from the UI
+    page.get_by_text("Tags", exact=True).click()
+    page.get_by_role("heading", name="Your concepts").wait_for()
+    page.get_by_text("ui concept · 4 examples · 1 counter-example ·").wait_for()
+    _shoot(page, tmp_path, "concepts")
+    _open_popover(page)
+    _click(page, "Delete concept ui concept")
+    page.get_by_text("Concept ui concept deleted.").wait_for()
+    assert run_json(["concepts"], server["config"])["concepts"] == []
+    assert page.get_by_role("heading", name="Your concepts").count() == 0
+    page.get_by_text("Albums", exact=True).click()
+    page.get_by_role("heading", name="Albums").wait_for()
+    _open_popover(page)
+    _click(page, "Delete album buses")
+    page.get_by_text("Album buses deleted.").wait_for()
+    page.get_by_text("No albums yet").wait_for()
+    assert run_json(["albums", "list"], server["config"])["albums"] == []
     page.close()

@@ -1,5 +1,6 @@
 """Learning from marks: the marks bar (relevance feedback), teaching a concept from the results
-marked good, saving the search as a smart album, and the Albums view.
+marked good (or adding them to an existing one), saving the search as a smart album, the Albums
+view, and the list of personal concepts under the tags.
 
 Teaching and saving write to the index through :func:`indexer.cli.writes.write`: a short-lived
 writer Library, or the running ``clipsearch watch`` daemon when it holds the writer lock.
@@ -99,6 +100,7 @@ def render_albums(lib, cfg: Config) -> None:  # noqa: ANN001
     """The Albums view: every smart album with its photos now."""
     albums = lib.albums.list()
     st.header("Albums")
+    _flash()
     if not albums:
         st.info("No albums yet. Search, mark results, then *Save search as album*; or run "
                 "`clipsearch albums create NAME QUERY`.")  # fmt: skip
@@ -115,4 +117,40 @@ def render_albums(lib, cfg: Config) -> None:  # noqa: ANN001
     st.caption(f"Saved search: `{album.spec.get('query') or ''}` · "
                f"{len(album.spec.get('like', []))} good, {len(album.spec.get('unlike', []))} bad"
                f" · concepts: {', '.join(album.spec.get('concepts', [])) or 'none'}")  # fmt: skip
+    _delete_button(cfg, "album.delete", album.name)
     results.render(lib, cfg, outcome, service.SearchRequest())
+
+
+def render_concepts(lib, cfg: Config) -> None:  # noqa: ANN001
+    """The personal concepts (below the tags): examples, photos carrying each, delete."""
+    _flash()
+    concepts = lib.concepts.list()
+    if not concepts:
+        return
+    st.subheader("Your concepts")
+    counts = lib.tag_counts()
+    for c in concepts:
+        c1, c2 = st.columns([6, 1], vertical_alignment="center")
+        hint = f" · hint “{c.hint}”" if c.hint else ""
+        c1.markdown(f"**{c.name}** · {_count(c.positives, 'example')} · "
+                    f"{_count(c.negatives, 'counter-example')} · "
+                    f"{counts.get(c.name, 0):,} photos{hint}")  # fmt: skip
+        with c2:
+            _delete_button(cfg, "concept.delete", c.name)
+
+
+def _delete_button(cfg: Config, op: str, name: str) -> None:
+    """A Delete popover whose button deletes concept or album ``name`` for good."""
+    what = op.split(".")[0]
+    with st.popover("Delete", help=f"Delete the {what} {name!r}"):
+        if st.button(f"Delete {what} {name}", key=f"{op}_{name}", type="primary"):
+            if _write(cfg, op, name=name) is not None:
+                st.session_state["deleted"] = f"{what.capitalize()} **{name}** deleted."
+                st.rerun()
+
+
+def _flash() -> None:
+    """What the last Delete did (it reran the page)."""
+    done = st.session_state.pop("deleted", None)
+    if done:
+        st.success(done)

@@ -14,7 +14,12 @@ Measured, median of ``--runs``:
   write its tag rows in one transaction;
 * apply to ``--apply`` vectors: every concept (``--concepts``) scored over the vectors in
   chunks (``indexer.learn.apply.concept_rows``: one matrix product per chunk) -- the compute
-  of applying concepts, without SQLite reads.
+  of applying concepts, without SQLite reads;
+* ``--store-apply N``: the same end to end on a store of N vectors: ``--concepts`` concepts,
+  each fitted on 5 vectors of another cluster, are stored with no rows and applied to every
+  stored vector (``apply.apply_pending``: the vectors read from SQLite page by page, scored,
+  their tag rows written, one transaction) -- what follows a migration or an interrupted
+  teach.
 """
 
 from __future__ import annotations
@@ -66,7 +71,12 @@ def main() -> None:
     ap.add_argument("--apply", type=int, default=1_000_000, help="vectors concepts are applied to")
     ap.add_argument("--concepts", type=int, default=10, help="concepts applied at once")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--store-apply", type=int, default=0, metavar="N",
+                    help="also apply the concepts end to end to a store of N vectors")
     args = ap.parse_args()
+    if args.store_apply:
+        store_apply(args.store_apply, args.concepts, args.runs)
+        return
 
     from indexer.learn import apply
     from indexer.learn.service import ConceptService
@@ -118,6 +128,41 @@ def main() -> None:
           f"{statistics.median(times):.2f} s (runs {', '.join(f'{x:.2f}' for x in times)}; "
           f"{tagged:,} rows)")  # fmt: skip
     print(f"threads: {os.cpu_count()} CPUs")
+
+
+def store_apply(size: int, n_concepts: int, runs: int) -> None:
+    """Every concept applied to every vector of a ``size`` store, end to end."""
+    from indexer.learn import apply
+    from indexer.learn.service import ConceptService
+
+    vectors = clustered(size, DIM, seed=3)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        store = build_store(Path(tmp) / "v1", vectors)
+        print(f"store: {size:,} vectors ({store.index.kind}) built in "
+              f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+        svc = ConceptService(lambda: store, lambda: None, lambda s, p: [int(i) for i in p],
+                             lambda: set())  # fmt: skip
+        concepts = []
+        for i in range(n_concepts):
+            sims = vectors @ vectors[(i * 7919) % size]
+            examples = (np.argpartition(-sims, 5)[:5] + 1).tolist()
+            concepts.append(svc._fit(store, f"c{i}", examples, [], None))
+        del vectors
+        times, rows = [], 0
+        for _ in range(runs):
+            with store.tag_transaction() as tx:  # the concepts, stored without rows
+                for c in concepts:
+                    tx.put_concept(c)
+                tx.delete_concept_rows([c.name for c in concepts])
+                tx.set_concepts_generation(0)
+            t = time.perf_counter()
+            rows = apply.apply_pending(store)
+            times.append(time.perf_counter() - t)
+        print(f"apply {n_concepts} stored concepts to {size:,} stored vectors end to end: "
+              f"median {statistics.median(times):.1f} s (runs "
+              f"{', '.join(f'{x:.1f}' for x in times)}; {rows:,} rows written)")  # fmt: skip
+        store.close()
 
 
 if __name__ == "__main__":

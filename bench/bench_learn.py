@@ -65,6 +65,19 @@ def build_store(path: Path, vectors: np.ndarray):  # noqa: ANN201 - an IndexStor
     return open_store(path, writer=True)  # the start-up repair builds FAISS
 
 
+def _store_and_service(tmp: Path, vectors: np.ndarray):  # noqa: ANN202
+    """A store of ``vectors`` in ``tmp`` and a ConceptService over it (ids as photo refs)."""
+    from indexer.learn.service import ConceptService
+
+    t0 = time.perf_counter()
+    store = build_store(tmp / "v1", vectors)
+    print(f"store: {len(vectors):,} vectors ({store.index.kind}) built in "
+          f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+    svc = ConceptService(lambda: store, lambda: None, lambda s, p: [int(i) for i in p],
+                         lambda: set())  # fmt: skip
+    return store, svc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=100_000, help="vectors in the store")
@@ -79,16 +92,10 @@ def main() -> None:
         return
 
     from indexer.learn import apply
-    from indexer.learn.service import ConceptService
 
     vectors = clustered(args.size, DIM, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        store = build_store(Path(tmp) / "v1", vectors)
-        print(f"store: {args.size:,} vectors ({store.index.kind}) built in "
-              f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
-        svc = ConceptService(lambda: store, lambda: None, lambda s, p: [int(i) for i in p],
-                             lambda: set())  # fmt: skip
+        store, svc = _store_and_service(Path(tmp), vectors)
         # examples: 5 vectors of the cluster of vector 0
         sims = vectors @ vectors[0]
         examples = (np.argsort(-sims)[:5] + 1).tolist()
@@ -133,16 +140,10 @@ def main() -> None:
 def store_apply(size: int, n_concepts: int, runs: int) -> None:
     """Every concept applied to every vector of a ``size`` store, end to end."""
     from indexer.learn import apply
-    from indexer.learn.service import ConceptService
 
     vectors = clustered(size, DIM, seed=3)
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        store = build_store(Path(tmp) / "v1", vectors)
-        print(f"store: {size:,} vectors ({store.index.kind}) built in "
-              f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
-        svc = ConceptService(lambda: store, lambda: None, lambda s, p: [int(i) for i in p],
-                             lambda: set())  # fmt: skip
+        store, svc = _store_and_service(Path(tmp), vectors)
         concepts = []
         for i in range(n_concepts):
             sims = vectors @ vectors[(i * 7919) % size]

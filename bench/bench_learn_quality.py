@@ -131,10 +131,15 @@ def _measure(picks, base, lib, kinds, encode, fit_concept, logits, rocchio, augm
                 continue
             fam_vecs = np.concatenate([x_vec, copy_vecs])
             v = np.concatenate([fam_vecs, others])  # family first: ids 0..12
-            fam = set(range(len(fam_vecs)))
-            sims = fam_vecs @ v.T
-            sims[np.arange(len(fam_vecs)), np.arange(len(fam_vecs))] = -np.inf
-            nn_in = float((sims.argmax(axis=1) < len(fam_vecs)).mean())
+            fam, n_fam = set(range(len(fam_vecs))), len(fam_vecs)
+            sims = fam_vecs @ v.T  # each member as the query (row i: member i)
+            others_max = sims[:, n_fam:].max(axis=1)
+            own = sims[:, :n_fam].copy()
+            own[np.arange(n_fam), np.arange(n_fam)] = -np.inf
+            nn_in = float((own.max(axis=1) > others_max).mean())
+            own[np.arange(n_fam), np.arange(n_fam)] = np.inf
+            # can any one member rank every other member first?
+            single_first = bool((own.min(axis=1) > others_max).any())
             ex = [1, 2, 3]
             rng = np.random.default_rng(0)
             bg = np.delete(v, ex, axis=0)[rng.permutation(len(v) - 3)[:2000]]
@@ -147,11 +152,7 @@ def _measure(picks, base, lib, kinds, encode, fit_concept, logits, rocchio, augm
                 above = (s[[i for i in rest if i in fam]].min()
                          > s[[i for i in rest if i not in fam]].max())  # fmt: skip
                 out += [_p10(s, fam - set(ex), set(ex)), bool(above)]
-            single = max(_p10(v @ v[i], fam - {i}, {i}) for i in fam)
-            n_fam = len(fam_vecs)  # can any one member rank every other member first?
-            own = fam_vecs @ v.T
-            own[np.arange(n_fam), np.arange(n_fam)] = np.inf
-            single_first = bool((own[:, :n_fam].min(axis=1) > own[:, n_fam:].max(axis=1)).any())
+            single = max(_p10(sims[i], fam - {i}, {i}) for i in fam)
             skip = {1, 2, 3}
             alone = _p10(v @ v[1], fam - skip, skip)
             fb = _p10(v @ rocchio(v[1], v[[2, 3]], v[:0]), fam - skip, skip)
